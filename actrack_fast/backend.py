@@ -1,0 +1,120 @@
+"""The one place that decides which implementation runs each op.
+
+Every op (``xcorr``, ``encoder_block``, ``decoder``) has the pure PyTorch reference, always available
+and the ground truth, and may have fast paths that register themselves here with an availability test.
+The choice, in order of precedence:
+
+1. an explicit ``backend=`` argument where an API takes one, or the innermost :func:`use_backend` context;
+2. the ``ACTRACK_BACKEND`` environment variable: one name for every op (``reference``) or per-op
+   assignments (``xcorr=cuda,decoder=triton``);
+3. ``auto``: the first available fast path in :data:`PRIORITY` for the tensor's device, else the reference.
+
+Asking explicitly for a backend that is not available raises ``RuntimeError`` with the reason and how to
+get it; ``auto`` silently falls back.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterator, Optional, Union
+
+import torch
+
+OPS = ("xcorr", "encoder_block", "decoder")
+REFERENCE = "reference"
+BACKENDS = (REFERENCE, "triton", "cuda")
+PRIORITY = ("triton", "cuda")
+ENV_VAR = "ACTRACK_BACKEND"
+
+
+@dataclass(frozen=True)
+class _Provider:
+    is_available: Callable[[torch.device], bool]
+    how_to_get: str
+
+
+_PROVIDERS: Dict[str, Dict[str, _Provider]] = {op: {} for op in OPS}
+_local = threading.local()
+
+
+def register(op: str, backend: str, is_available: Callable[[torch.device], bool], how_to_get: str) -> None:
+    """Declare that ``backend`` implements ``op`` on devices where ``is_available(device)`` is true."""
+    _check_name(op, OPS, "op")
+    _check_name(backend, BACKENDS, "backend")
+    if backend == REFERENCE:
+        raise ValueError("the reference backend is always available and is not registered")
+    _PROVIDERS[op][backend] = _Provider(is_available, how_to_get)
+
+
+def available(op: str, device: Union[str, torch.device]) -> list[str]:
+    """Backends that can run ``op`` on ``device``, fastest first, the reference last."""
+    _check_name(op, OPS, "op")
+    device = torch.device(device)
+    fast = [b for b in PRIORITY if b in _PROVIDERS[op] and _PROVIDERS[op][b].is_available(device)]
+    return fast + [REFERENCE]
+
+
+def select(op: str, device: Union[str, torch.device], requested: Optional[str] = None) -> str:
+    """The backend that runs ``op`` on ``device`` (see the module docstring for the precedence)."""
+    _check_name(op, OPS, "op")
+    choice = requested or _context_choice(op) or _env_choice(op) or "auto"
+    if choice == "auto":
+        return available(op, device)[0]
+    _check_name(choice, BACKENDS, "backend")
+    if choice == REFERENCE:
+        return REFERENCE
+    provider = _PROVIDERS[op].get(choice)
+    if provider is None:
+        raise RuntimeError(f"backend {choice!r} does not implement op {op!r}; available: {available(op, device)}")
+    if not provider.is_available(torch.device(device)):
+        raise RuntimeError(f"backend {choice!r} for op {op!r} is not available on {device}: {provider.how_to_get}")
+    return choice
+
+
+@contextlib.contextmanager
+def use_backend(backend: str, ops: Optional[tuple[str, ...]] = None) -> Iterator[None]:
+    """Run the enclosed code with ``backend`` (or ``auto``) for ``ops`` (default: every op)."""
+    if backend != "auto":
+        _check_name(backend, BACKENDS, "backend")
+    for op in ops or OPS:
+        _check_name(op, OPS, "op")
+    stack = _stack()
+    stack.append({op: backend for op in (ops or OPS)})
+    try:
+        yield
+    finally:
+        stack.pop()
+
+
+def _stack() -> list:
+    if not hasattr(_local, "stack"):
+        _local.stack = []
+    return _local.stack
+
+
+def _context_choice(op: str) -> Optional[str]:
+    for frame in reversed(_stack()):
+        if op in frame:
+            return frame[op]
+    return None
+
+
+def _env_choice(op: str) -> Optional[str]:
+    value = os.environ.get(ENV_VAR, "").strip()
+    if not value:
+        return None
+    if "=" not in value:
+        return value
+    for item in value.split(","):
+        name, _, backend = item.partition("=")
+        _check_name(name.strip(), OPS, f"op in {ENV_VAR}")
+        if name.strip() == op:
+            return backend.strip()
+    return None
+
+
+def _check_name(value: str, allowed: tuple[str, ...], what: str) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {what} {value!r}; expected one of {list(allowed)}")

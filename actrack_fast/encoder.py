@@ -1,0 +1,136 @@
+"""Frozen one-stream ViT encoder, SeqTrack-shaped, with an optional additive input per block.
+
+State-dict keys match SeqTrack's ``encoder.body.*`` (spec section 2): ``pos_embed``,
+``patch_embed.proj``, ``blocks.i.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}``, ``norm``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+
+LAYER_NORM_EPS = 1e-6
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches: (B, 3, S, S) -> (B, (S/p)^2, dim)."""
+
+    def __init__(self, patch_size: int, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.proj(image).flatten(2).transpose(1, 2)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over every token of the frame (B, N, dim) -> (B, N, dim)."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(B, N, C))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm ViT block with the ACTrack additive input.
+
+    ``forward(x, additive, injection)``: when given, ``injection(additive)`` (the zero-initialised
+    projection of the additive net's per-token features) is added to the token stream first; then
+    ``x += attn(norm1(x)); x += mlp(norm2(x))``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(
+        self, x: torch.Tensor, additive: Optional[torch.Tensor] = None, injection: Optional[nn.Module] = None
+    ) -> torch.Tensor:
+        if additive is not None and injection is not None:
+            x = x + injection(additive)
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class VisionTransformer(nn.Module):
+    """The SeqTrack ViT (``encoder.body``): shared patch embedding, one position table, blocks, norm."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.num_search_tokens = config.num_search_tokens
+        self.pos_embed = nn.Parameter(
+            torch.zeros(1, config.num_search_tokens + config.num_template_tokens, config.embed_dim)
+        )
+        self.patch_embed = PatchEmbed(config.patch_size, config.embed_dim)
+        self.blocks = nn.ModuleList(
+            Block(config.embed_dim, config.num_heads, config.mlp_ratio) for _ in range(config.depth)
+        )
+        self.norm = nn.LayerNorm(config.embed_dim, eps=LAYER_NORM_EPS)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+
+    def embed(self, search: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
+        """Tokens in SeqTrack order: (B, 3, Ss, Ss), (B, T, 3, St, St) -> (B, Nx + T*Nz, dim)."""
+        B, T = templates.shape[:2]
+        x = self.patch_embed(search) + self.pos_embed[:, : self.num_search_tokens]
+        z = self.patch_embed(templates.flatten(0, 1)) + self.pos_embed[:, self.num_search_tokens :]
+        return torch.cat([x, z.reshape(B, T * z.shape[1], z.shape[2])], dim=1)
+
+    def forward(
+        self,
+        search: torch.Tensor,
+        templates: torch.Tensor,
+        additive: Optional[torch.Tensor] = None,
+        injections: Optional[nn.ModuleDict] = None,
+    ) -> torch.Tensor:
+        """(B, 3, Ss, Ss), (B, T, 3, St, St), additive (B, N, C_a) -> (B, N, dim).
+
+        ``injections`` maps a block index (as a string) to the projection added before that block.
+        """
+        x = self.embed(search, templates)
+        for index, block in enumerate(self.blocks):
+            injection = injections[str(index)] if injections is not None and str(index) in injections else None
+            x = block(x, additive, injection)
+        return self.norm(x)
+
+
+class Encoder(nn.Module):
+    """Wrapper whose ``body`` holds the ViT, so keys read ``encoder.body.*`` as in SeqTrack."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.body = VisionTransformer(config)
+
+    def forward(
+        self,
+        search: torch.Tensor,
+        templates: torch.Tensor,
+        additive: Optional[torch.Tensor] = None,
+        injections: Optional[nn.ModuleDict] = None,
+    ) -> torch.Tensor:
+        return self.body(search, templates, additive, injections)

@@ -1,0 +1,146 @@
+"""The ACTrack model: frozen SeqTrack encoder and decoder plus the trainable additive net.
+
+Parameter names follow SeqTrack at the top level (``encoder``, ``bottleneck``, ``pos_embed``,
+``decoder``, ``vocab_embed``) so official checkpoints load as they are; everything ACTrack adds lives
+under ``additive``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from .additive import AdditiveNet
+from .config import ModelConfig, get_config
+from .decoder import MLP, SeqTrackDecoder, sinusoid_table
+from .decoding import DecodeResult, boxes_to_tokens, decode_cached, decode_recompute
+from .encoder import Encoder
+from .validation import check_crops, check_tensor
+
+FROZEN_PREFIXES = ("encoder.", "bottleneck.", "pos_embed", "decoder.", "vocab_embed.")
+DECODER_PREFIXES = ("bottleneck.", "pos_embed", "decoder.", "vocab_embed.")
+DECODE_METHODS = {"cached": decode_cached, "recompute": decode_recompute}
+
+
+class ACTrack(nn.Module):
+    """ACTrack = frozen ViT encoder + additive siamese conv net + autoregressive coordinate decoder.
+
+    Inputs are normalised crops: ``search`` (B, 3, Ss, Ss) and ``templates`` (B, T, 3, St, St).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.bottleneck = nn.Linear(config.embed_dim, config.hidden_dim)
+        # Fixed sinusoid memory positions, stored as a parameter because SeqTrack checkpoints hold it.
+        self.pos_embed = nn.Parameter(sinusoid_table(config.num_search_tokens, config.hidden_dim)[None])
+        self.decoder = SeqTrackDecoder(config)
+        self.vocab_embed = MLP(config.hidden_dim, config.hidden_dim, config.vocab_size, 3)
+        self.additive = AdditiveNet(config)
+        window = torch.from_numpy(np.hanning(config.bins)).float()
+        self.register_buffer("window", window, persistent=False)
+        self.freeze()
+
+    # --- forward pieces -------------------------------------------------------------------------
+    def encode(self, search: torch.Tensor, templates: torch.Tensor, additive: bool = True) -> torch.Tensor:
+        """Encoder output (B, Nx + T*Nz, dim); ``additive=False`` runs plain SeqTrack."""
+        check_crops(self.config, search, templates)
+        if not additive:
+            return self.encoder(search, templates)
+        features = self.additive(search, templates)
+        return self.encoder(search, templates, features, self.additive.injections)
+
+    def memory(self, encoded: torch.Tensor) -> torch.Tensor:
+        """Decoder memory from the search tokens (FEATURE_TYPE 'x'): (B, N, dim) -> (B, Nx, d)."""
+        return self.bottleneck(encoded[:, : self.config.num_search_tokens])
+
+    def query_pos(self) -> torch.Tensor:
+        """Decoder query positions (K + 5, d): prompt positions, then SeqTrack's five."""
+        positions = self.decoder.embedding.position_embeddings.weight
+        if self.additive.prompt_pos_embed is None:
+            return positions
+        return torch.cat([self.additive.prompt_pos_embed, positions], dim=0)
+
+    def prefix(self, batch: int, device: torch.device, prompt_boxes: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Decoder input prefix (B, K + 1): K prompt tokens of the previous box, then ``start``.
+
+        ``prompt_boxes``: (B, 4) previous box (cx, cy, w, h) as fractions of the current search crop,
+        required when ``config.prompt_tokens > 0``.
+        """
+        K = self.config.prompt_tokens
+        start = torch.full((batch, 1), self.config.start_token, dtype=torch.long, device=device)
+        if K == 0:
+            if prompt_boxes is not None:
+                raise ValueError("prompt_boxes given but config.prompt_tokens is 0")
+            return start
+        if prompt_boxes is None:
+            raise ValueError(f"prompt_boxes (B, 4) is required when config.prompt_tokens={K}")
+        check_tensor("prompt_boxes", prompt_boxes, (batch, 4))
+        return torch.cat([boxes_to_tokens(prompt_boxes, self.config.bins).to(device), start], dim=1)
+
+    def forward(self, search: torch.Tensor, templates: torch.Tensor, sequence: torch.Tensor) -> torch.Tensor:
+        """Teacher-forcing logits (B, L, vocab) for the input ``sequence`` (B, L), L <= K + 5."""
+        limit = self.config.prompt_tokens + 5
+        check_tensor("sequence", sequence, (search.shape[0], None), floating=False)
+        if sequence.shape[1] > limit:
+            raise ValueError(f"sequence must have at most {limit} tokens, got {sequence.shape[1]}")
+        memory = self.memory(self.encode(search, templates))
+        hidden = self.decoder(sequence, memory, self.pos_embed, self.query_pos()[: sequence.shape[1]])
+        return self.vocab_embed(hidden)
+
+    @torch.no_grad()
+    def generate(self, search: torch.Tensor, templates: torch.Tensor, prompt_boxes: Optional[torch.Tensor] = None,
+                 window: Optional[bool] = None, method: str = "cached", additive: bool = True) -> DecodeResult:
+        """Encode one frame per sample and decode its box.
+
+        Args:
+            window: apply the Hanning window to the centre steps (default: ``config.use_window``).
+            method: ``'cached'`` (KV cache) or ``'recompute'`` (SeqTrack's loop).
+            additive: ``False`` runs plain SeqTrack (the injections skipped).
+        """
+        if method not in DECODE_METHODS:
+            raise ValueError(f"method must be one of {sorted(DECODE_METHODS)}, got {method!r}")
+        memory = self.memory(self.encode(search, templates, additive=additive))
+        return self.decode(memory, self.prefix(search.shape[0], search.device, prompt_boxes), window, method)
+
+    def decode(self, memory: torch.Tensor, prefix: torch.Tensor, window: Optional[bool] = None,
+               method: str = "cached") -> DecodeResult:
+        """Decode boxes from the memory (B, Nx, d) and prefix (B, K + 1)."""
+        use_window = self.config.use_window if window is None else window
+        return DECODE_METHODS[method](self.decoder, self.vocab_embed, memory, self.pos_embed, prefix,
+                                      self.query_pos(), self.config.bins, self.window if use_window else None)
+
+    # --- training helpers -----------------------------------------------------------------------
+    def freeze(self, train_decoder: bool = False) -> None:
+        """Freeze the SeqTrack part (the decoder too unless ``train_decoder``); the additive net trains."""
+        trainable = DECODER_PREFIXES if train_decoder else ()
+        for name, param in self.named_parameters():
+            frozen = name.startswith(FROZEN_PREFIXES) and not name.startswith(trainable)
+            param.requires_grad_(not frozen)
+
+    def train(self, mode: bool = True) -> "ACTrack":
+        """Frozen modules stay in eval mode (no dropout) so training never changes what they compute."""
+        super().train(mode)
+        for name, module in self.named_children():
+            if name != "additive" and not any(p.requires_grad for p in module.parameters(recurse=True)):
+                module.eval()
+        return self
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """Trainable and frozen parameter counts: ``{'trainable': n, 'frozen': m, 'total': n + m}``."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable": trainable, "frozen": total - trainable, "total": total}
+
+
+def build_model(config: ModelConfig | str, **overrides) -> ACTrack:
+    """An ACTrack model for a config object or a named config (``'B256'``, ``'tiny'``, ...)."""
+    if isinstance(config, str):
+        config = get_config(config, **overrides)
+    elif overrides:
+        config = config.replace(**overrides)
+    return ACTrack(config)
