@@ -1,0 +1,56 @@
+"""The one place that picks backends: precedence, fallback and explicit requests."""
+import pytest
+import torch
+
+from actrack_fast import backend
+
+
+@pytest.fixture
+def fake_triton(monkeypatch):
+    """A fast path for the decoder that exists only on CUDA devices."""
+    monkeypatch.setitem(backend._PROVIDERS, "decoder", {})
+    backend.register("decoder", "triton", lambda device: device.type == "cuda", "install triton and use a GPU")
+
+
+def test_reference_is_always_available():
+    for op in backend.OPS:
+        assert backend.select(op, "cpu") == "reference"
+        assert backend.available(op, "cpu")[-1] == "reference"
+
+
+def test_auto_picks_the_available_fast_path(fake_triton):
+    assert backend.select("decoder", "cpu") == "reference"
+    assert backend.select("decoder", torch.device("cuda", 0)) == "triton"
+
+
+def test_explicit_unavailable_backend_says_how_to_get_it(fake_triton):
+    with pytest.raises(RuntimeError, match="install triton"):
+        backend.select("decoder", "cpu", "triton")
+    with pytest.raises(RuntimeError, match="does not implement"):
+        backend.select("encoder_block", "cpu", "cuda")
+
+
+def test_precedence_argument_context_environment(fake_triton, monkeypatch):
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setenv(backend.ENV_VAR, "decoder=reference")
+    assert backend.select("decoder", cuda) == "reference"
+    with backend.use_backend("auto"):
+        assert backend.select("decoder", cuda) == "triton"
+        assert backend.select("decoder", cuda, "reference") == "reference"
+    monkeypatch.setenv(backend.ENV_VAR, "reference")
+    assert backend.select("decoder", cuda) == "reference"
+
+
+@pytest.mark.parametrize("value,match", [("decoder=fastest", "backend"), ("decodr=triton", "op in")])
+def test_bad_environment_value_is_named(monkeypatch, value, match):
+    monkeypatch.setenv(backend.ENV_VAR, value)
+    with pytest.raises(ValueError, match=match):
+        backend.select("decoder", "cpu")
+
+
+def test_unknown_names():
+    with pytest.raises(ValueError, match="unknown op"):
+        backend.select("softmax", "cpu")
+    with pytest.raises(ValueError, match="unknown backend"):
+        with backend.use_backend("fast"):
+            pass
