@@ -137,8 +137,9 @@ def vit_encoder_state_dict(vit_state: Mapping[str, torch.Tensor], config: ModelC
     The class-token row (when present) is dropped; the patch grid is resampled (bicubic) to the search
     grid and to the template grid, which are concatenated into SeqTrack's single position table.
     """
+    if isinstance(vit_state.get("model"), Mapping):  # MAE's training checkpoints wrap the weights
+        vit_state = vit_state["model"]
     state = {k.removeprefix("module."): v for k, v in vit_state.items()}
-    state = state.get("model", state) if isinstance(state.get("model"), Mapping) else state
     if "pos_embed" not in state:
         raise CheckpointError(f"ViT state dict has no 'pos_embed' (keys start with {sorted(state)[:5]})")
     pos = state["pos_embed"]

@@ -142,3 +142,12 @@ def test_vit_with_wrong_width_is_rejected():
     vit = VisionTransformer(img_size=224, patch_size=16, embed_dim=96, depth=4, num_heads=3)
     with pytest.raises(CheckpointError, match="encoder.body.blocks.0.attn.qkv.weight"):
         init_encoder_from_vit(build_model("tiny"), vit.state_dict())
+
+
+def test_encoder_from_mae_style_checkpoint():
+    from timm.models.vision_transformer import VisionTransformer
+
+    vit = VisionTransformer(img_size=224, patch_size=16, embed_dim=192, depth=4, num_heads=3)
+    wrapped = {"model": {f"module.{k}": v for k, v in vit.state_dict().items()}, "epoch": 1599}
+    model = init_encoder_from_vit(build_model("tiny"), wrapped)
+    assert torch.equal(model.encoder.body.norm.weight, vit.norm.weight)
