@@ -15,6 +15,7 @@ get it; ``auto`` silently falls back.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import threading
 from dataclasses import dataclass
@@ -118,3 +119,10 @@ def _env_choice(op: str) -> Optional[str]:
 def _check_name(value: str, allowed: tuple[str, ...], what: str) -> None:
     if value not in allowed:
         raise ValueError(f"unknown {what} {value!r}; expected one of {list(allowed)}")
+
+
+def _triton_on_cuda(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
+
+
+register("encoder_block", "triton", _triton_on_cuda, "needs a CUDA GPU and the triton package (pip install triton)")

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import backend
 from .config import ModelConfig
 
 LAYER_NORM_EPS = 1e-6
@@ -70,6 +71,16 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(
+        self, x: torch.Tensor, additive: Optional[torch.Tensor] = None, injection: Optional[nn.Module] = None
+    ) -> torch.Tensor:
+        # Under torch.compile the reference is traced: Inductor generates its own kernels.
+        if not torch.compiler.is_compiling() and backend.select("encoder_block", x.device) == "triton":
+            from .fast_encoder import fused_block_forward  # imported on first use: loads Triton
+
+            return fused_block_forward(self, x, additive, injection)
+        return self.reference_forward(x, additive, injection)
+
+    def reference_forward(
         self, x: torch.Tensor, additive: Optional[torch.Tensor] = None, injection: Optional[nn.Module] = None
     ) -> torch.Tensor:
         if additive is not None and injection is not None:

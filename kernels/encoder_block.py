@@ -1,0 +1,63 @@
+"""One pre-norm ViT encoder block with ACTrack's additive input, as five fused Triton kernels.
+
+    x' = x + additive @ W_inj^T + b_inj ; h = LN1(x')        add_layernorm   (one pass over the stream)
+    qkv = h @ W_qkv^T + b_qkv                                fused_linear
+    o = attention(q, k, v) over all N tokens                 attention       (heads read from qkv in place)
+    x'' = x' + o @ W_proj^T + b_proj                         fused_linear    (residual in the epilogue)
+    h = LN2(x'')                                             add_layernorm
+    x''' = x'' + GELU(h @ W_fc1^T + b_fc1) @ W_fc2^T + b_fc2  fused_linear x2 (bias+GELU, residual epilogues)
+
+Every intermediate is written once in the input dtype and read once; accumulation is fp32.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from .attention import attention
+from .fused_linear import fused_linear
+from .layernorm import add_layernorm
+
+
+@dataclass(frozen=True)
+class BlockWeights:
+    """The frozen block's tensors (nn.Linear layout: weight (out, in)), all contiguous, one dtype."""
+
+    norm1_weight: torch.Tensor
+    norm1_bias: torch.Tensor
+    qkv_weight: torch.Tensor
+    qkv_bias: torch.Tensor
+    proj_weight: torch.Tensor
+    proj_bias: torch.Tensor
+    norm2_weight: torch.Tensor
+    norm2_bias: torch.Tensor
+    fc1_weight: torch.Tensor
+    fc1_bias: torch.Tensor
+    fc2_weight: torch.Tensor
+    fc2_bias: torch.Tensor
+    num_heads: int
+    eps: float
+
+
+def encoder_block(x: torch.Tensor, weights: BlockWeights, additive: Optional[torch.Tensor] = None,
+                  injection_weight: Optional[torch.Tensor] = None,
+                  injection_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The block on x (B, N, C) with the injection of additive (B, N, C_a) -> (B, N, C).
+
+    injection_weight (C, C_a) and injection_bias (C,) come with ``additive`` or not at all. Inputs are
+    validated by the caller (``actrack_fast.fast_encoder``): contiguous, one dtype, one device.
+    """
+    B, N, C = x.shape
+    stream = x.reshape(B * N, C)
+    features = additive.reshape(B * N, additive.shape[-1]) if additive is not None else None
+    stream, h = add_layernorm(stream, weights.norm1_weight, weights.norm1_bias, weights.eps,
+                              features, injection_weight, injection_bias)
+    qkv = fused_linear(h, weights.qkv_weight, weights.qkv_bias)
+    heads = attention(qkv, B, weights.num_heads)
+    stream = fused_linear(heads, weights.proj_weight, weights.proj_bias, residual=stream)
+    _, h = add_layernorm(stream, weights.norm2_weight, weights.norm2_bias, weights.eps)
+    hidden = fused_linear(h, weights.fc1_weight, weights.fc1_bias, gelu=True)
+    stream = fused_linear(hidden, weights.fc2_weight, weights.fc2_bias, residual=stream)
+    return stream.reshape(B, N, C)

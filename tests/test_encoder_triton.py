@@ -1,0 +1,232 @@
+"""The Triton encoder block against the reference block.
+
+On CPU the kernels run in Triton's interpreter (``TRITON_INTERPRET=1``, set by conftest) on tiny shapes:
+dim 64, 2 heads of 32, 20-40 tokens, additive width 16-24. The interpreter's ``tl.dot`` multiplies the raw
+bits of bfloat16 operands (triton 3.8), so bfloat16 is checked on the GPU only; fp16 stands in for the
+16-bit path on CPU. GPU tests (``cuda`` marker) use the real shapes: 768 and 1728 tokens, dims 768 and 1024.
+"""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from actrack_fast import backend, build_model
+from actrack_fast import fast_encoder
+from actrack_fast.encoder import LAYER_NORM_EPS, Block, VisionTransformer
+from actrack_fast.config import get_config
+from kernels.attention import attention
+from kernels.fused_linear import fused_linear
+from kernels.layernorm import add_layernorm
+
+CPU_DTYPES = [torch.float32, torch.float16]
+GPU_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+def device():
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def rel_err(out, ref):
+    assert not torch.isnan(out).any(), "NaN in the output"
+    return ((out.double() - ref.double()).norm() / ref.double().norm()).item()
+
+
+def cpu_tol(dtype):
+    return 1e-5 if dtype == torch.float32 else 1e-2
+
+
+def gpu_tol(dtype):
+    return 1e-4 if dtype == torch.float32 else 1e-2
+
+
+def randomize(module, scale=0.02):
+    """Nonzero everything a fresh model leaves at a constant: LayerNorm affines and the zero injections."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.LayerNorm):
+                m.weight.normal_(1.0, 0.1)
+                m.bias.normal_(0.0, 0.1)
+            elif isinstance(m, torch.nn.Linear) and not m.weight.any():
+                m.weight.normal_(0.0, scale)
+                m.bias.normal_(0.0, scale)
+            elif isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_()
+    return module
+
+
+def make_block(dim, heads, additive_dim, dtype, dev=None):
+    dev = dev or device()
+    block = randomize(Block(dim, heads, 4.0)).to(dev, dtype).eval()
+    injection = torch.nn.Linear(additive_dim, dim).to(dev, dtype)
+    return block, injection
+
+
+@pytest.fixture
+def triton_on_cpu(monkeypatch):
+    """Let the backend choose Triton on this CPU (the kernels run in the interpreter)."""
+    if torch.cuda.is_available():
+        return
+    monkeypatch.setitem(backend._PROVIDERS, "encoder_block", {})
+    backend.register("encoder_block", "triton", lambda d: d.type == "cpu", "interpreter")
+
+
+# --- each kernel on its own ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", CPU_DTYPES)
+@pytest.mark.parametrize("M,K,N", [(37, 64, 96), (20, 40, 48)])
+@pytest.mark.parametrize("epilogue", ["bias", "gelu", "residual"])
+def test_fused_linear(dtype, M, K, N, epilogue):
+    x, w, b, r = (torch.randn(*s, device=device()).to(dtype) for s in [(M, K), (N, K), (N,), (M, N)])
+    ref = x.double() @ w.double().T + b.double()
+    if epilogue == "gelu":
+        ref = F.gelu(ref)
+    if epilogue == "residual":
+        ref = ref + r.double()
+    out = fused_linear(x, w, b, gelu=epilogue == "gelu", residual=r if epilogue == "residual" else None)
+    assert out.dtype == dtype and out.shape == (M, N)
+    assert rel_err(out, ref) < cpu_tol(dtype)
+
+
+@pytest.mark.parametrize("dtype", CPU_DTYPES)
+@pytest.mark.parametrize("tokens", [20, 37])
+def test_attention(dtype, tokens):
+    B, H, D = 2, 2, 32
+    qkv = torch.randn(B * tokens, 3 * H * D, device=device()).to(dtype)
+    q, k, v = qkv.double().reshape(B, tokens, 3, H, D).permute(2, 0, 3, 1, 4)
+    ref = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B * tokens, H * D)
+    out = attention(qkv, B, H)
+    assert rel_err(out, ref) < cpu_tol(dtype)
+
+
+@pytest.mark.parametrize("dtype", CPU_DTYPES)
+@pytest.mark.parametrize("additive_dim", [None, 16, 24])
+def test_add_layernorm(dtype, additive_dim):
+    M, D = 33, 64
+    x = (torch.randn(M, D, device=device()) * 3 + 1).to(dtype)
+    gamma, beta = torch.randn(D, device=device()).to(dtype), torch.randn(D, device=device()).to(dtype)
+    extra = {}
+    stream = x.double()
+    if additive_dim:
+        extra = dict(additive=torch.randn(M, additive_dim, device=device()).to(dtype),
+                     injection_weight=torch.randn(D, additive_dim, device=device()).to(dtype) * 0.1,
+                     injection_bias=torch.randn(D, device=device()).to(dtype))
+        stream = stream + extra["additive"].double() @ extra["injection_weight"].double().T
+        stream = stream + extra["injection_bias"].double()
+    x_out, y = add_layernorm(x, gamma, beta, LAYER_NORM_EPS, **extra)
+    assert rel_err(x_out, stream) < cpu_tol(dtype)
+    ref = F.layer_norm(stream, (D,), gamma.double(), beta.double(), LAYER_NORM_EPS)
+    assert rel_err(y, ref) < cpu_tol(dtype)
+
+
+# --- the block and the module around it --------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", CPU_DTYPES)
+@pytest.mark.parametrize("tokens,injected", [(20, True), (37, True), (29, False)])
+@torch.no_grad()
+def test_block_matches_reference(dtype, tokens, injected):
+    block, injection = make_block(64, 2, 16, dtype)
+    x = torch.randn(2, tokens, 64, device=device()).to(dtype)
+    additive = torch.randn(2, tokens, 16, device=device()).to(dtype) if injected else None
+    ref_block = copy.deepcopy(block).double()
+    ref = ref_block.reference_forward(x.double(), None if additive is None else additive.double(),
+                                      copy.deepcopy(injection).double())
+    out = fast_encoder.fused_block_forward(block, x, additive, injection)
+    assert out.dtype == dtype
+    assert rel_err(out, ref) < cpu_tol(dtype)
+
+
+@torch.no_grad()
+def test_hook_routes_through_the_backend(triton_on_cpu, monkeypatch):
+    calls = []
+    kernels = fast_encoder.encoder_block
+    monkeypatch.setattr(fast_encoder, "encoder_block", lambda *a, **k: calls.append(1) or kernels(*a, **k))
+    block, injection = make_block(64, 2, 16, torch.float32)
+    x, additive = torch.randn(1, 24, 64, device=device()), torch.randn(1, 24, 16, device=device())
+    with backend.use_backend("reference", ("encoder_block",)):
+        ref = block(x, additive, injection)
+    assert not calls
+    with backend.use_backend("triton", ("encoder_block",)):
+        out = block(x, additive, injection)
+    assert calls
+    assert rel_err(out, ref) < 1e-5
+
+
+def test_fused_block_is_a_drop_in(triton_on_cpu):
+    block, injection = make_block(64, 2, 16, torch.float32)
+    fused = fast_encoder.FusedBlock(64, 2, 4.0).to(device())
+    assert list(fused.state_dict()) == list(block.state_dict())
+    fused.load_state_dict(block.state_dict(), strict=True)
+    x, additive = torch.randn(2, 21, 64, device=device()), torch.randn(2, 21, 16, device=device())
+    with torch.no_grad():
+        assert rel_err(fused(x, additive, injection), block.reference_forward(x, additive, injection)) < 1e-5
+
+
+def test_gradients_reach_the_additive_net_as_in_the_reference():
+    """Backward recomputes through the reference: gradients equal the reference's for any grad_output."""
+    blocks = [make_block(64, 2, 16, torch.float32) for _ in range(2)]
+    x0, additive0, weights = (torch.randn(2, 22, c, device=device()) for c in (64, 16, 64))
+    grads = []
+    for fused in (False, True):
+        x, additive = x0.clone().requires_grad_(), additive0.clone().requires_grad_()
+        out = x
+        for block, injection in blocks:
+            step = fast_encoder.fused_block_forward if fused else Block.reference_forward
+            out = step(block, out, additive, injection)
+        (out * weights).sum().backward()
+        params = [inj.weight for _, inj in blocks] + [blocks[0][1].bias, blocks[0][0].attn.qkv.weight]
+        grads.append([x.grad, additive.grad] + [p.grad.clone() for p in params])
+        for block, injection in blocks:
+            block.zero_grad(set_to_none=True)
+            injection.zero_grad(set_to_none=True)
+    for ref, out in zip(*grads):
+        assert rel_err(out, ref) < 1e-5
+
+
+@torch.no_grad()
+def test_whole_encoder_and_decoded_tokens(triton_on_cpu):
+    config = get_config("tiny", embed_dim=64, num_heads=2, depth=2, search_size=64, template_size=48,
+                        additive_dim=16, hidden_dim=32, dec_heads=2, dec_ffn_dim=64)
+    model = randomize(build_model(config)).to(device()).eval()
+    search = torch.randn(2, 3, 64, 64, device=device())
+    templates = torch.randn(2, 2, 3, 48, 48, device=device())
+    assert config.num_tokens == 34
+    with backend.use_backend("reference", ("encoder_block",)):
+        ref_encoded = model.encode(search, templates)
+        ref = model.generate(search, templates)
+    with backend.use_backend("triton", ("encoder_block",)):
+        encoded = model.encode(search, templates)
+        out = model.generate(search, templates)
+    assert rel_err(encoded, ref_encoded) < 1e-5
+    assert torch.equal(out.tokens, ref.tokens)
+
+
+def test_auto_keeps_the_reference_on_cpu_and_says_how_to_get_triton():
+    assert backend.select("encoder_block", "cpu") == "reference"
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA GPU"):
+            backend.select("encoder_block", "cuda", "triton")
+
+
+def test_bad_inputs_are_named(monkeypatch):
+    block, injection = make_block(64, 2, 16, torch.float32)
+    x, additive = torch.randn(1, 20, 64, device=device()), torch.randn(1, 20, 16, device=device())
+    run = fast_encoder.fused_block_forward
+    with pytest.raises(TypeError, match="x must be float32"):
+        run(block, x.double(), additive, injection)
+    with pytest.raises(ValueError, match="x must have 64 channels"):
+        run(block, torch.randn(1, 20, 32, device=device()), additive, injection)
+    with pytest.raises(ValueError, match="x must be a"):
+        run(block, x[0], additive, injection)
+    with pytest.raises(ValueError, match="additive must have shape"):
+        run(block, x, additive[:, :10], injection)
+    with pytest.raises(TypeError, match="additive"):
+        run(block, x, additive.half(), injection)
+    with pytest.raises(TypeError, match="block parameters"):
+        run(block, x.half(), additive.half(), injection.half())
+    with pytest.raises(ValueError, match="head dim"):
+        run(Block(48, 2, 4.0).to(device()), torch.randn(1, 20, 48, device=device()))
+    monkeypatch.setattr(fast_encoder, "INTERPRET", False)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA tensor"):
+            run(block, x, additive, injection)
