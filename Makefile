@@ -18,8 +18,12 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
+DEMO_DIR ?= demo_output
+# Generate a short sequence (a textured patch moving over a natural image) and track it through the CLI.
 demo: $(STAMP)
-	$(BIN)/actrack-fast demo
+	$(BIN)/actrack-fast generate-sequence $(DEMO_DIR)/sequence
+	$(BIN)/actrack-fast track $(DEMO_DIR)/sequence --box "$$(head -n 1 $(DEMO_DIR)/sequence/groundtruth.txt)" \
+		--output $(DEMO_DIR)/annotated.mp4 --results $(DEMO_DIR)/boxes.txt
 
 clean:
 	rm -rf $(VENV) build *.egg-info

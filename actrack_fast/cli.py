@@ -1,8 +1,11 @@
-"""Command line: ``actrack-fast demo``."""
+"""Command line: ``actrack-fast track``, ``actrack-fast generate-sequence``, ``actrack-fast demo``."""
 from __future__ import annotations
 
 import argparse
+import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
@@ -37,9 +40,136 @@ def demo(args: argparse.Namespace) -> None:
           f"(batch {args.batch}, {args.device}, reference backend)")
 
 
+def generate_sequence(args: argparse.Namespace) -> None:
+    """Write a synthetic sequence (moving textured patch over a natural image) with its ground truth."""
+    from .synthetic import write_sequence
+    from .video import format_box
+
+    boxes = write_sequence(args.folder, num_frames=args.frames, height=args.height, width=args.width, seed=args.seed)
+    print(f"wrote {len(boxes)} frames and groundtruth.txt to {args.folder}; first box {format_box(boxes[0])}")
+
+
+def load_tracking_model(weights: Optional[str], config: Optional[str], device: str, trusted: bool):
+    """The model to track with and a one-line description of it."""
+    from .checkpoint import load_checkpoint, load_seqtrack_checkpoint
+    from .default_model import DESCRIPTION, default_model
+
+    if weights is None:
+        if config is not None:
+            raise ValueError("--config needs --weights (the embedded default model has its own config)")
+        return default_model(device), DESCRIPTION
+    if not Path(weights).is_file():
+        raise FileNotFoundError(f"no such checkpoint file: {weights}")
+    if weights.endswith(".safetensors"):
+        model = load_checkpoint(weights)
+        if config is not None and config != model.config.name:
+            raise ValueError(f"--config {config} does not match the checkpoint's config {model.config.name!r}")
+        return model.eval().to(device), f"ACTrack checkpoint {weights} (config {model.config.name})"
+    model = build_model(config or "B256")
+    load_seqtrack_checkpoint(model, weights, trusted=trusted)
+    return model.eval().to(device), f"SeqTrack checkpoint {weights} (config {model.config.name})"
+
+
+def track(args: argparse.Namespace) -> None:
+    """Track one target through a video file or a frame folder."""
+    from tqdm import tqdm
+
+    from .tracker import Tracker
+    from .video import AnnotatedVideoWriter, FrameReader, format_box
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: CUDA is not available on this machine (use --device cpu)")
+    reader = FrameReader(args.source)
+    model, description = load_tracking_model(args.weights, args.config, args.device, args.trust_checkpoint)
+    tracker = Tracker(model, args.preset, dtype=args.dtype, window=False if args.no_window else None)
+    print(f"model: {description}")
+
+    results = open(args.results, "w") if args.results else None
+    writer = AnnotatedVideoWriter(args.output, fps=reader.fps or 30.0) if args.output else None
+    frame_times: list[float] = []
+    start = time.perf_counter()
+    try:
+        with tqdm(total=reader.count, unit="frame", disable=args.quiet, file=sys.stderr) as progress:
+            for index, frame in enumerate(reader):
+                if args.max_frames and index >= args.max_frames:
+                    break
+                tick = time.perf_counter()
+                if index == 0:
+                    tracker.initialize(frame, args.box)
+                    box, label = tracker.box, "init"
+                else:
+                    box, confidence = tracker.track(frame)
+                    frame_times.append(time.perf_counter() - tick)
+                    label = f"frame {index}  conf {confidence:.3f}"
+                if results:
+                    results.write(format_box(box) + "\n")
+                if writer:
+                    writer.write(frame, box, label)
+                progress.update(1)
+                if frame_times:
+                    recent = frame_times[-30:]
+                    progress.set_postfix(track_fps=f"{len(recent) / sum(recent):.1f}")
+    finally:
+        if results:
+            results.close()
+        if writer:
+            writer.close()
+    elapsed = time.perf_counter() - start
+    frames = len(frame_times) + 1
+    summary = f"tracked {frames} frames of {args.source} in {elapsed:.2f} s ({frames / elapsed:.1f} FPS end to end"
+    if frame_times:
+        median = statistics.median(frame_times)
+        summary += f"; tracker median {1e3 * median:.2f} ms/frame, {1 / median:.1f} FPS"
+    print(summary + f") on {args.device}, {args.dtype}")
+    if results:
+        print(f"boxes: {args.results}")
+    if writer:
+        print(f"annotated video: {args.output}")
+
+
+def box_argument(text: str) -> tuple[float, float, float, float]:
+    from .video import parse_box
+
+    try:
+        return parse_box(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="actrack-fast", description=__doc__)
+    from .batch_tracker import DTYPES
+    from .presets import DATASETS
+
+    parser = argparse.ArgumentParser(prog="actrack-fast", description="ACTrack visual object tracker")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("track", help="track one target through a video file or a frame folder")
+    p.add_argument("source", help="video file (mp4, avi, ...) or folder of frame images")
+    p.add_argument("--box", required=True, type=box_argument, help="initial box x,y,w,h in the first frame")
+    p.add_argument("--weights", help="ACTrack .safetensors or official SeqTrack checkpoint "
+                                     "(default: the embedded default model)")
+    p.add_argument("--config", choices=sorted(CONFIGS), help="model config of a SeqTrack checkpoint (default B256)")
+    p.add_argument("--output", help="annotated video to write (.mp4, .avi, .mkv)")
+    p.add_argument("--results", help="boxes file to write: one x,y,w,h line per frame")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    p.add_argument("--preset", default="default", type=str.upper, choices=DATASETS,
+                   help="dataset whose SeqTrack template-update interval/threshold to use")
+    p.add_argument("--no-window", action="store_true", help="turn the Hanning window off")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow pickled objects in a SeqTrack checkpoint (official files need it)")
+    p.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: all)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=track)
+
+    p = commands.add_parser("generate-sequence", help="write a synthetic test sequence with ground truth")
+    p.add_argument("folder")
+    p.add_argument("--frames", type=int, default=48)
+    p.add_argument("--height", type=int, default=240)
+    p.add_argument("--width", type=int, default=320)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=generate_sequence)
+
     p = commands.add_parser("demo", help="forward the model on random crops and time it")
     p.add_argument("--config", default="tiny", choices=sorted(CONFIGS))
     p.add_argument("--device", default="cpu")
@@ -51,8 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    args = build_parser().parse_args(argv)
-    args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, OSError) as error:
+        parser.exit(1, f"actrack-fast {args.command}: error: {error}\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,201 @@
+"""Batched tracking: N targets, in one video or in N videos, with one encoder and one decoder call per frame.
+
+Each target keeps its own box, frame counter and template list (SeqTrack's procedure, spec section 6);
+the batch holds them as rows of device tensors, so a frame costs one crop gather, one ``model.generate``
+and one device-to-host copy of the N boxes and confidences, whatever N is.
+"""
+from __future__ import annotations
+
+from typing import Any, Hashable, Mapping, NamedTuple, Optional, Sequence, Union
+
+import torch
+
+from .preprocessing import (
+    ImageLike,
+    as_image,
+    boxes_in_crop,
+    check_box,
+    clip_boxes,
+    crop_and_resize,
+    map_boxes_back,
+    normalize_crops,
+)
+from .presets import TrackerSettings
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class TrackResult(NamedTuple):
+    """One target's result on one frame: ``box`` (x, y, w, h) in pixels and SeqTrack's ``confidence``."""
+
+    box: tuple[float, float, float, float]
+    confidence: float
+
+
+def resolve_dtype(dtype: Union[str, torch.dtype, None]) -> torch.dtype:
+    """``None``/``'float32'``/``'bfloat16'``/``'float16'`` or the torch dtype -> the torch dtype."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    if dtype in DTYPES.values():
+        return dtype
+    raise ValueError(f"dtype must be one of {sorted(DTYPES)} (or the torch dtype), got {dtype!r}")
+
+
+class BatchTracker:
+    """Track several targets at once; per target the results equal an independent :class:`Tracker`.
+
+    Args:
+        model: an :class:`~actrack_fast.ACTrack` in eval mode on the device to run on.
+        preset: dataset whose SeqTrack template-update preset to use (see :mod:`actrack_fast.presets`).
+        dtype: ``float32`` (default), or ``bfloat16``/``float16`` to run the model under autocast.
+        **settings: overrides of :class:`TrackerSettings` (``update_interval``, ``update_threshold``,
+            ``window``, ``margin``).
+
+    Usage::
+
+        tracker = BatchTracker(model)
+        a = tracker.add(frame0, (10, 20, 40, 30))
+        b = tracker.add(frame0, (200, 50, 25, 60))
+        for frame in frames:                      # every target in the same video
+            results = tracker.track(frame)        # {a: TrackResult, b: TrackResult}
+        # targets in different videos: tracker.track({a: frame_of_video_a, b: frame_of_video_b})
+    """
+
+    def __init__(self, model: torch.nn.Module, preset: str = "default", *,
+                 dtype: Union[str, torch.dtype, None] = None, **settings: Any) -> None:
+        if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
+            raise TypeError(f"model must be an ACTrack model, got {type(model).__name__}")
+        self.model = model.eval()
+        self.config = model.config
+        self.settings = TrackerSettings.from_preset(self.config.name, preset, **settings)
+        self.dtype = resolve_dtype(dtype)
+        self.device = next(model.parameters()).device
+        T, St = self.config.num_templates, self.config.template_size
+        self._ids: list[Hashable] = []
+        self._frame_counts: list[int] = []
+        self._boxes = torch.empty(0, 4, dtype=torch.float64, device=self.device)
+        self._templates = torch.empty(0, T, 3, St, St, device=self.device)
+        self._next_id = 0
+
+    # --- targets --------------------------------------------------------------------------------
+    @property
+    def target_ids(self) -> tuple:
+        """Ids of the targets being tracked, in the order of the batch."""
+        return tuple(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def box(self, target_id: Hashable) -> tuple[float, float, float, float]:
+        """The current (x, y, w, h) box of a target."""
+        return tuple(self._boxes[self._slot(target_id)].tolist())
+
+    def add(self, image: ImageLike, box: Sequence[float], target_id: Optional[Hashable] = None) -> Hashable:
+        """Start tracking a target given its box (x, y, w, h) in ``image`` (H, W, 3) uint8 RGB, the frame
+        before the first :meth:`track`. Returns its id (``target_id``, or the next free integer)."""
+        if target_id is None:
+            while self._next_id in self._ids:
+                self._next_id += 1
+            target_id = self._next_id
+            self._next_id += 1
+        elif target_id in self._ids:
+            raise ValueError(f"target_id {target_id!r} is already being tracked")
+        frame = as_image(image, self.device)
+        values = check_box(box, frame.shape[0], frame.shape[1], self.config.template_factor)
+        boxes = torch.tensor([values], dtype=torch.float64, device=self.device)
+        template = self._crop([frame], boxes, torch.zeros(1, dtype=torch.long, device=self.device), template=True)
+        templates = template[:, None].expand(-1, self.config.num_templates, -1, -1, -1)
+        self._templates = torch.cat([self._templates, templates])
+        self._boxes = torch.cat([self._boxes, boxes])
+        self._ids.append(target_id)
+        self._frame_counts.append(0)
+        return target_id
+
+    def remove(self, target_id: Hashable) -> None:
+        """Stop tracking a target."""
+        slot = self._slot(target_id)
+        keep = [i for i in range(len(self._ids)) if i != slot]
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)
+        self._templates = self._templates[index]
+        self._boxes = self._boxes[index]
+        del self._ids[slot], self._frame_counts[slot]
+
+    def _slot(self, target_id: Hashable) -> int:
+        try:
+            return self._ids.index(target_id)
+        except ValueError:
+            raise KeyError(f"unknown target_id {target_id!r}; tracked targets: {self._ids}") from None
+
+    # --- tracking -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def track(self, frames: Union[ImageLike, Mapping[Hashable, ImageLike]]) -> dict[Hashable, TrackResult]:
+        """Track every target into its next frame.
+
+        Args:
+            frames: one (H, W, 3) uint8 RGB image holding every target, or a mapping target id -> image
+                (targets in different videos; the same image object may serve several targets).
+        Returns:
+            ``{target_id: TrackResult(box, confidence)}`` in the order of :attr:`target_ids`.
+        """
+        if not self._ids:
+            raise RuntimeError("no targets to track: add() one first")
+        images, image_index = self._frames_per_target(frames)
+        sizes = torch.tensor([images[i].shape[:2] for i in image_index], dtype=torch.float64)
+        image_index = torch.tensor(image_index, dtype=torch.long, device=self.device)
+        heights, widths = sizes.to(self.device).unbind(-1)
+        cfg = self.config
+
+        previous = self._boxes
+        crops, geometry = crop_and_resize(images, previous, cfg.search_factor, cfg.search_size, image_index)
+        prompt = boxes_in_crop(previous, previous, geometry, cfg.search_size).float() if cfg.prompt_tokens else None
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            result = self.model.generate(normalize_crops(crops), self._templates, prompt, window=self.settings.window)
+        boxes = map_boxes_back(result.boxes, previous, geometry, cfg.search_size)
+        self._boxes = clip_boxes(boxes, heights, widths, self.settings.margin)
+        # SeqTrack sums the float32 probabilities and scales by 10 in double.
+        confidence = result.probs.float().sum(dim=-1).double() * 10
+        host = torch.cat([self._boxes, confidence[:, None]], dim=1).cpu().tolist()
+
+        self._frame_counts = [count + 1 for count in self._frame_counts]
+        due = [i for i, (count, row) in enumerate(zip(self._frame_counts, host))
+               if self.settings.should_update(count, row[4], cfg.num_templates)]
+        if due:
+            self._update_templates(images, image_index, due)
+        return {target: TrackResult(tuple(row[:4]), row[4]) for target, row in zip(self._ids, host)}
+
+    def _frames_per_target(self, frames) -> tuple[list[torch.Tensor], list[int]]:
+        """Distinct images on the device and, per target, the index of its image."""
+        if not isinstance(frames, Mapping):
+            return [as_image(frames, self.device, "frames")], [0] * len(self._ids)
+        missing = [t for t in self._ids if t not in frames]
+        unknown = [t for t in frames if t not in self._ids]
+        if missing or unknown:
+            raise ValueError(f"frames must map every tracked target to its image: missing {missing}, "
+                             f"unknown {unknown}")
+        images: list[torch.Tensor] = []
+        seen: dict[int, int] = {}
+        index = []
+        for target in self._ids:
+            image = frames[target]
+            if id(image) not in seen:
+                seen[id(image)] = len(images)
+                images.append(as_image(image, self.device, f"frames[{target!r}]"))
+            index.append(seen[id(image)])
+        return images, index
+
+    def _crop(self, images: list[torch.Tensor], boxes: torch.Tensor, image_index: torch.Tensor,
+              template: bool) -> torch.Tensor:
+        cfg = self.config
+        factor, size = (cfg.template_factor, cfg.template_size) if template else (cfg.search_factor, cfg.search_size)
+        crops, _ = crop_and_resize(images, boxes, factor, size, image_index)
+        return normalize_crops(crops)
+
+    def _update_templates(self, images: list[torch.Tensor], image_index: torch.Tensor, due: list[int]) -> None:
+        """Append a template cropped at the new box and drop the oldest non-initial one (the first
+        template, from the initial frame, is always kept)."""
+        rows = torch.tensor(due, dtype=torch.long, device=self.device)
+        new = self._crop(images, self._boxes[rows], image_index[rows], template=True)
+        self._templates[rows, 1:-1] = self._templates[rows, 2:]
+        self._templates[rows, -1] = new
