@@ -174,8 +174,8 @@ def _occluder_path(rng: np.random.Generator, target: np.ndarray, n: int, width: 
     """A vertical pole that crosses the target's centre at a random frame: (n, 4) (cx, cy, w, h)."""
     meet = int(rng.integers(n // 4, max(n // 4 + 1, 3 * n // 4)))
     cx, cy, w, h = target[meet]
-    speed = rng.choice([-1, 1]) * rng.uniform(0.01, 0.03) * width
-    pole_w = 1.4 * w + 4
+    speed = rng.choice([-1, 1]) * rng.uniform(0.02, 0.05) * width
+    pole_w = rng.uniform(0.5, 1.3) * w + 2  # a pole wider than the target hides it completely
     t = np.arange(n)
     return np.stack([cx + speed * (t - meet), np.full(n, cy), np.full(n, pole_w), np.full(n, 4.0 * h + 8)], 1)
 
