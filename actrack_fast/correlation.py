@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from . import backend as backends
+from . import xcorr_op
 
 PADDINGS = ("same", "valid")
 
@@ -58,8 +59,10 @@ def xcorr_depthwise(search: torch.Tensor, kernel: torch.Tensor, padding: str = "
         search: (B, C, H, W) search feature map.
         kernel: (B, C, h, w) one kernel per sample and channel.
         padding: ``'same'`` (output (B, C, H, W)) or ``'valid'``.
-        backend: override of the backend choice (see :mod:`actrack_fast.backend`).
+        backend: override of the backend choice (see :mod:`actrack_fast.backend`); ``"cuda"`` is the compiled
+            extension (:mod:`actrack_fast.xcorr_op`), on CPU and CUDA tensors alike.
     """
     check_xcorr_inputs(search, kernel, padding)
-    backends.select("xcorr", search.device, backend)
+    if backends.select("xcorr", search.device, backend) == "cuda":
+        return xcorr_op.xcorr_depthwise(search.contiguous(), kernel.contiguous(), padding)
     return xcorr_depthwise_reference(search, kernel, padding)
