@@ -170,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=generate_sequence)
 
+    from .evaluation.command import add_parser as add_eval_parser
+
+    add_eval_parser(commands)
+
     p = commands.add_parser("demo", help="forward the model on random crops and time it")
     p.add_argument("--config", default="tiny", choices=sorted(CONFIGS))
     p.add_argument("--device", default="cpu")

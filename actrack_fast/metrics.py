@@ -250,8 +250,7 @@ def evaluate_sequence(pred: ArrayLike, gt: ArrayLike, visible: Optional[ArrayLik
     p[0] = g[0]  # both toolkits score the initialisation frame as given
     overlaps = iou(p, g, pixel_inclusive=conv.pixel_inclusive)
     errors = center_error(p, g)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        norm_errors = normalized_center_error(p, g, conv.norm_floor)
+    norm_errors = normalized_center_error(p, g, conv.norm_floor)
     if absent == "exclude":
         scored = annotated
     else:
