@@ -24,7 +24,6 @@ def _config(block_m: int, block_n: int, stages: int, warps: int) -> triton.Confi
 
 _CONFIGS = choose(_config(16, 16, 1, 4), [
     _config(128, 64, 3, 4),
-    _config(128, 64, 3, 8),
     _config(128, 128, 3, 8),
     _config(64, 64, 3, 4),
     _config(64, 32, 2, 4),

@@ -1,13 +1,18 @@
-"""One pre-norm ViT encoder block with ACTrack's additive input, as five fused Triton kernels.
+"""One pre-norm ViT encoder block with ACTrack's additive input: eight launches of three Triton kernels.
 
-    x' = x + additive @ W_inj^T + b_inj ; h = LN1(x')        add_layernorm   (one pass over the stream)
-    qkv = h @ W_qkv^T + b_qkv                                fused_linear
-    o = attention(q, k, v) over all N tokens                 attention       (heads read from qkv in place)
-    x'' = x' + o @ W_proj^T + b_proj                         fused_linear    (residual in the epilogue)
-    h = LN2(x'')                                             add_layernorm
-    x''' = x'' + GELU(h @ W_fc1^T + b_fc1) @ W_fc2^T + b_fc2  fused_linear x2 (bias+GELU, residual epilogues)
+    x' = x + additive @ W_inj^T + b_inj            fused_linear  (the injection; residual in the epilogue)
+    h = LN1(x')                                    layernorm
+    qkv = h @ W_qkv^T + b_qkv                      fused_linear
+    o = attention(q, k, v) over all N tokens       attention     (heads read from qkv in place, no permutes)
+    x'' = x' + o @ W_proj^T + b_proj               fused_linear  (residual epilogue)
+    h = LN2(x'')                                   layernorm
+    u = GELU(h @ W_fc1^T + b_fc1)                  fused_linear  (bias + GELU epilogue)
+    x''' = x'' + u @ W_fc2^T + b_fc2               fused_linear  (residual epilogue)
 
-Every intermediate is written once in the input dtype and read once; accumulation is fp32.
+Every intermediate is written once in the input dtype and read once; accumulation is fp32. The injection
+is a GEMM of its own rather than a prologue of the LayerNorm kernel: a row-block kernel re-reads the whole
+(C, C_a) injection weight for every few rows and, holding whole rows, needed 255 registers with spills at
+C = 1024 (ptxas, sm_90).
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ import torch
 
 from .attention import attention
 from .fused_linear import fused_linear
-from .layernorm import add_layernorm
+from .layernorm import layernorm
 
 
 @dataclass(frozen=True)
@@ -51,13 +56,14 @@ def encoder_block(x: torch.Tensor, weights: BlockWeights, additive: Optional[tor
     """
     B, N, C = x.shape
     stream = x.reshape(B * N, C)
-    features = additive.reshape(B * N, additive.shape[-1]) if additive is not None else None
-    stream, h = add_layernorm(stream, weights.norm1_weight, weights.norm1_bias, weights.eps,
-                              features, injection_weight, injection_bias)
+    if additive is not None:
+        features = additive.reshape(B * N, additive.shape[-1])
+        stream = fused_linear(features, injection_weight, injection_bias, residual=stream)
+    h = layernorm(stream, weights.norm1_weight, weights.norm1_bias, weights.eps)
     qkv = fused_linear(h, weights.qkv_weight, weights.qkv_bias)
     heads = attention(qkv, B, weights.num_heads)
     stream = fused_linear(heads, weights.proj_weight, weights.proj_bias, residual=stream)
-    _, h = add_layernorm(stream, weights.norm2_weight, weights.norm2_bias, weights.eps)
+    h = layernorm(stream, weights.norm2_weight, weights.norm2_bias, weights.eps)
     hidden = fused_linear(h, weights.fc1_weight, weights.fc1_bias, gelu=True)
     stream = fused_linear(hidden, weights.fc2_weight, weights.fc2_bias, residual=stream)
     return stream.reshape(B, N, C)

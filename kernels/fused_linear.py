@@ -25,9 +25,7 @@ def _config(block_m: int, block_n: int, block_k: int, stages: int, warps: int) -
 _CONFIGS = choose(_config(32, 32, 32, 1, 4), [
     _config(128, 256, 64, 3, 8),
     _config(128, 128, 64, 4, 8),
-    _config(128, 128, 64, 4, 4),
     _config(64, 128, 64, 4, 4),
-    _config(128, 64, 64, 4, 4),
     _config(64, 64, 64, 4, 4),
     _config(64, 64, 32, 2, 4),
 ])
