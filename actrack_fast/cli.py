@@ -174,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_parser(commands)
 
+    from .training.command import add_parser as add_train_parser
+
+    add_train_parser(commands)
+
     p = commands.add_parser("demo", help="forward the model on random crops and time it")
     p.add_argument("--config", default="tiny", choices=sorted(CONFIGS))
     p.add_argument("--device", default="cpu")

@@ -136,3 +136,19 @@ def test_resume_refuses_a_checkpoint_of_another_setup(dataset_root, tmp_path):
         train(make_config(dataset_root, tmp_path, trainable="additive_decoder"))
     with pytest.raises(FileNotFoundError, match="resume checkpoint"):
         train(make_config(dataset_root, tmp_path / "other", resume=str(tmp_path / "missing.pt")))
+
+
+def test_train_command(dataset_root, tmp_path, capsys):
+    from actrack_fast.cli import main
+
+    config = make_config(dataset_root, tmp_path / "unused").to_dict()
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    main(["train", str(path), "--output-dir", str(tmp_path / "cli"), "--max-steps", "1", "--resume", "none"])
+    assert "trained model:" in capsys.readouterr().out
+    assert list(step_losses(tmp_path / "cli")) == [1]
+    assert (tmp_path / "cli" / "model.safetensors").is_file()
+    path.write_text(yaml.safe_dump({**config, "optimizer": {}}))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(path)])
+    assert exit_info.value.code == 1 and "unknown config key(s) ['optimizer']" in capsys.readouterr().err
