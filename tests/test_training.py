@@ -152,3 +152,51 @@ def test_train_command(dataset_root, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", str(path)])
     assert exit_info.value.code == 1 and "unknown config key(s) ['optimizer']" in capsys.readouterr().err
+
+
+@pytest.mark.cuda
+def test_cuda_bf16_step_agrees_across_encoder_backends(dataset_root, tmp_path):
+    """The additive net's gradients through the frozen encoder: reference blocks vs the default backend."""
+    from actrack_fast import backend
+
+    results = {}
+    for name in ("reference", "auto"):
+        with backend.use_backend(name, ("encoder_block",)):
+            trainer = Trainer(make_config(dataset_root, tmp_path / name, device="cuda", trainable="additive"))
+            batch = next(iter(trainer.build_loader()))
+            # Push the zero-initialised injections off zero so the gradient path through them is exercised.
+            with torch.no_grad():
+                for p in trainer.model.additive.injections.parameters():
+                    p.normal_(0, 0.02, generator=torch.Generator(p.device).manual_seed(1))
+            loss = float(trainer.train_step(batch)["loss"])
+            grads = torch.cat([p.grad.flatten().float() for p in trainer.model.additive.parameters() if p.grad is not None])
+            results[name] = (loss, grads)
+    (loss_ref, grad_ref), (loss_auto, grad_auto) = results["reference"], results["auto"]
+    assert torch.isfinite(grad_ref).all() and grad_ref.norm() > 0
+    assert loss_auto == pytest.approx(loss_ref, rel=1e-2)
+    assert (grad_auto - grad_ref).norm() / grad_ref.norm() < 5e-2
+
+
+def test_torchrun_ddp_on_two_cpu_processes_checkpoints_and_resumes(dataset_root, tmp_path):
+    import subprocess
+    import sys
+
+    config = make_config(dataset_root, tmp_path / "ddp", batch_size=2, epochs=1).to_dict()
+    path = tmp_path / "ddp.yaml"
+
+    def torchrun():
+        path.write_text(yaml.safe_dump(config))
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                   "-m", "actrack_fast", "train", str(path)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    done = torchrun()
+    assert "DDP: 2 processes, gloo backend" in done.stdout and done.stdout.count("trained model:") == 1
+    config["epochs"] = 2
+    torchrun()  # resumes after epoch 1
+    state = torch.load(tmp_path / "ddp" / "checkpoints" / "last.pt", weights_only=False)
+    assert state["epoch"] == 2 and state["step"] == 4 and len(state["rng"]) == 2
+    assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])  # per-rank seeds
+    assert sorted(step_losses(tmp_path / "ddp")) == [1, 2, 3, 4]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from .config import load_train_config
 from .trainer import train
@@ -14,7 +15,8 @@ def run(args: argparse.Namespace) -> None:
     if args.resume is not None:
         overrides["resume"] = None if args.resume == "none" else args.resume
     export = train(load_train_config(args.config, overrides))
-    print(f"trained model: {export}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"trained model: {export}")
 
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:

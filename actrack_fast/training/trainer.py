@@ -124,6 +124,8 @@ class Trainer:
         if self.world > 1 and not dist.is_initialized():
             backend = self._pick_backend()
             dist.init_process_group(backend, device_id=self.device if backend == "nccl" else None)
+            if self.rank == 0:
+                print(f"DDP: {self.world} processes, {backend} backend, rank 0 on {self.device}", flush=True)
         self._seed(config.seed + self.rank)
         self.output_dir = Path(config.output_dir)
         self.checkpoint_path = self.output_dir / "checkpoints" / "last.pt"
