@@ -49,6 +49,8 @@ def as_image(image: ImageLike, device: Union[str, torch.device], name: str = "im
     """
     if isinstance(image, np.ndarray):
         _check_image_layout(name, image.shape, str(image.dtype), image.dtype == np.uint8)
+        if not image.flags.writeable:  # e.g. np.asarray(PIL image); torch tensors must be writable
+            image = image.copy()
         return torch.from_numpy(np.ascontiguousarray(image)).to(device)
     if isinstance(image, torch.Tensor):
         _check_image_layout(name, tuple(image.shape), str(image.dtype), image.dtype == torch.uint8)
@@ -94,7 +96,13 @@ def crop_geometry(boxes: torch.Tensor, factor: float, size: int) -> CropGeometry
     # torch.round, like Python's round, sends ties to even.
     x1 = torch.round(x + 0.5 * w - side * 0.5)
     y1 = torch.round(y + 0.5 * h - side * 0.5)
-    return CropGeometry(side.long(), x1.long(), y1.long(), size / side)
+    return CropGeometry(side.long(), x1.long(), y1.long(), _scalar_over(size, side))
+
+
+def _scalar_over(numerator: float, denominator: torch.Tensor) -> torch.Tensor:
+    """``numerator / denominator`` correctly rounded like Python's division (``scalar / tensor`` in torch
+    multiplies by the reciprocal, one rounding more)."""
+    return torch.full_like(denominator, numerator) / denominator
 
 
 def _linear_taps(side: torch.Tensor, size: int, clamp_weights: bool):
@@ -106,7 +114,7 @@ def _linear_taps(side: torch.Tensor, size: int, clamp_weights: bool):
     with weight 1, while the rows keep their fractional weights on the clamped index (both taps read the
     same edge row); reproducing both is what makes the result bit-exact.
     """
-    scale = 1.0 / (size / side.double())
+    scale = _scalar_over(1.0, _scalar_over(size, side.double()))
     position = ((torch.arange(size, device=side.device, dtype=torch.float64) + 0.5) * scale[:, None] - 0.5).float()
     start = position.floor()
     fraction = position - start
@@ -182,7 +190,7 @@ def map_boxes_back(pred: torch.Tensor, previous: torch.Tensor, geometry: CropGeo
     """
     in_crop = ((pred.float() * size) / geometry.resize_factor.float()[:, None]).double()
     cx, cy, w, h = in_crop.unbind(-1)
-    half = 0.5 * size / geometry.resize_factor
+    half = _scalar_over(0.5 * size, geometry.resize_factor)
     centre_x = previous[:, 0] + 0.5 * previous[:, 2]
     centre_y = previous[:, 1] + 0.5 * previous[:, 3]
     cx = cx + (centre_x - half)
@@ -196,11 +204,10 @@ def boxes_in_crop(boxes: torch.Tensor, previous: torch.Tensor, geometry: CropGeo
     The inverse of :func:`map_boxes_back` (same crop origin and side); the previous box itself maps to
     ``(0.5, 0.5, w / side, h / side)``. Used for the decoder's prompt tokens.
     """
-    half = 0.5 * size / geometry.resize_factor
-    origin_x = previous[:, 0] + 0.5 * previous[:, 2] - half
-    origin_y = previous[:, 1] + 0.5 * previous[:, 3] - half
-    cx = boxes[:, 0] + 0.5 * boxes[:, 2] - origin_x
-    cy = boxes[:, 1] + 0.5 * boxes[:, 3] - origin_y
+    half = _scalar_over(0.5 * size, geometry.resize_factor)
+    # Offsets from the previous centre first, so the previous box lands exactly on 0.5 (a token tie).
+    cx = (boxes[:, 0] + 0.5 * boxes[:, 2]) - (previous[:, 0] + 0.5 * previous[:, 2]) + half
+    cy = (boxes[:, 1] + 0.5 * boxes[:, 3]) - (previous[:, 1] + 0.5 * previous[:, 3]) + half
     return torch.stack([cx, cy, boxes[:, 2], boxes[:, 3]], dim=-1) / (2 * half)[:, None]
 
 

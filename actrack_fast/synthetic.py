@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import cv2
 import numpy as np
@@ -34,10 +34,11 @@ def _procedural_images(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return background, cv2.resize(patch, (64, 64), interpolation=cv2.INTER_NEAREST)
 
 
-def make_sequence(num_frames: int = 48, height: int = 240, width: int = 320, patch_size: int = 56,
+def make_sequence(num_frames: int = 48, height: int = 240, width: int = 320, patch_size: Optional[int] = None,
                   seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
     """Frames (num_frames x (height, width, 3) uint8 RGB) and the ground-truth boxes (num_frames, 4)
-    (x, y, w, h) of the moving patch."""
+    (x, y, w, h) of the moving patch (side ``patch_size``, default a quarter of the image's smaller side)."""
+    patch_size = patch_size or min(height, width) // 4
     if num_frames < 1 or height < 2 * patch_size or width < 2 * patch_size or patch_size < 4:
         raise ValueError(f"need num_frames >= 1 and an image at least twice the patch size; got {num_frames} "
                          f"frames of {width}x{height} with patch {patch_size}")
