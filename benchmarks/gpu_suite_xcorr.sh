@@ -31,8 +31,9 @@ build() {
 }
 step build build
 
+# Two pytest-xdist workers: a test that crashes the interpreter is reported and the others still run.
 tests() {
-  python3 -m pytest -q -p no:cacheprovider tests/test_xcorr.py 2>&1 | tee "$OUT/xcorr_tests.txt"
+  python3 -m pytest -q -p no:cacheprovider -n 2 -rfE tests/test_xcorr.py 2>&1 | tee "$OUT/xcorr_tests.txt"
 }
 step tests tests
 

@@ -10,6 +10,7 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
+#include <ATen/cuda/detail/IntegerDivider.cuh>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <c10/cuda/CUDAException.h>
@@ -36,11 +37,16 @@ struct Problem {
   int in_h, in_w, k_h, k_w, pad_top, pad_left, out_h, out_w;
 };
 
+// Division by a runtime constant as a multiply and a shift: a plain integer division costs ~20 instructions, and
+// the kernels split every flat index into (plane, row, column).
+using Divider = at::cuda::detail::IntDivider<unsigned int>;
+
 // How blocks cut the work: a block covers planes_per_block planes times one tile_h x tile_w output tile, and
 // holds for each plane the in_tile_h x in_tile_w input region that tile reads.
 struct Tiling {
   int tile_h, tile_w, tiles_x, tiles_per_plane, planes_per_block;
   int in_tile_h, in_tile_w;
+  Divider tile_size_div, tile_w_div, region_size_div, region_w_div;
 };
 
 int ceil_div(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
@@ -87,6 +93,10 @@ Tiling make_tiling(const Problem& p, size_t acc_bytes, bool with_grad_tile) {
   }
   t.tiles_x = ceil_div(p.out_w, t.tile_w);
   t.tiles_per_plane = t.tiles_x * ceil_div(p.out_h, t.tile_h);
+  t.tile_size_div = Divider(t.tile_h * t.tile_w);
+  t.tile_w_div = Divider(t.tile_w);
+  t.region_size_div = Divider(t.in_tile_h * t.in_tile_w);
+  t.region_w_div = Divider(t.in_tile_w);
   return t;
 }
 
@@ -101,10 +111,11 @@ __device__ int planes_in_block(const Problem& p, const Tiling& t, int64_t plane0
 template <typename scalar_t, typename acc_t>
 __device__ void load_regions(const scalar_t* __restrict__ in, const Problem& p, const Tiling& t, int64_t plane0,
                              int planes, int y0, int x0, acc_t* region) {
-  const int region_size = t.in_tile_h * t.in_tile_w;
-  for (int idx = threadIdx.x; idx < planes * region_size; idx += blockDim.x) {
-    const int plane = idx / region_size, r = idx % region_size;
-    const int y = y0 - p.pad_top + r / t.in_tile_w, x = x0 - p.pad_left + r % t.in_tile_w;
+  const unsigned region_size = t.region_size_div.divisor;
+  for (unsigned idx = threadIdx.x; idx < planes * region_size; idx += blockDim.x) {
+    const auto [plane, r] = t.region_size_div.divmod(idx);
+    const auto [row, col] = t.region_w_div.divmod(r);
+    const int y = y0 - p.pad_top + int(row), x = x0 - p.pad_left + int(col);
     acc_t v = 0;
     if (y >= 0 && y < p.in_h && x >= 0 && x < p.in_w) {
       v = static_cast<acc_t>(in[(plane0 + plane) * p.in_h * p.in_w + y * p.in_w + x]);
@@ -136,20 +147,21 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
 
-  const int tile_size = t.tile_h * t.tile_w, region_size = t.in_tile_h * t.in_tile_w;
-  for (int idx = threadIdx.x; idx < planes * tile_size; idx += blockDim.x) {
-    const int plane = idx / tile_size, q = idx % tile_size;
-    const int ty = q / t.tile_w, tx = q % t.tile_w;
-    const int y = y0 + ty, x = x0 + tx;
+  const unsigned tile_size = t.tile_size_div.divisor, region_size = t.region_size_div.divisor;
+  for (unsigned idx = threadIdx.x; idx < planes * tile_size; idx += blockDim.x) {
+    const auto [plane, q] = t.tile_size_div.divmod(idx);
+    const auto [ty, tx] = t.tile_w_div.divmod(q);
+    const int y = y0 + int(ty), x = x0 + int(tx);
     if (y >= p.out_h || x >= p.out_w) {
       continue;
     }
     const acc_t* src = region + plane * region_size + ty * t.in_tile_w + tx;
     const acc_t* w = taps + plane * k_size;
     acc_t acc = 0;
-    for (int i = 0; i < p.k_h; ++i) {
+    for (int i = 0; i < p.k_h; ++i, src += t.in_tile_w, w += p.k_w) {
+#pragma unroll 4
       for (int j = 0; j < p.k_w; ++j) {
-        acc += src[i * t.in_tile_w + j] * w[i * p.k_w + j];
+        acc += src[j] * w[j];
       }
     }
     out[(plane0 + plane) * p.out_h * p.out_w + y * p.out_w + x] = static_cast<scalar_t>(acc);
@@ -165,7 +177,8 @@ __global__ void __launch_bounds__(kThreads)
                        scalar_t* __restrict__ grad_w, Problem p, Tiling t) {
   using acc_t = at::opmath_type<scalar_t>;
   extern __shared__ __align__(16) unsigned char shared[];
-  const int region_size = t.in_tile_h * t.in_tile_w, tile_size = t.tile_h * t.tile_w, k_size = p.k_h * p.k_w;
+  const unsigned region_size = t.region_size_div.divisor, tile_size = t.tile_size_div.divisor;
+  const int k_size = p.k_h * p.k_w;
   acc_t* region = reinterpret_cast<acc_t*>(shared);
   acc_t* sums = region + t.planes_per_block * region_size;
   acc_t* grad_tile = sums + t.planes_per_block * k_size;
@@ -181,9 +194,10 @@ __global__ void __launch_bounds__(kThreads)
     const int y0 = tile / t.tiles_x * t.tile_h, x0 = tile % t.tiles_x * t.tile_w;
     __syncthreads();  // the previous tile has been consumed (and `sums` zeroed)
     load_regions(in, p, t, plane0, planes, y0, x0, region);
-    for (int idx = threadIdx.x; idx < planes * tile_size; idx += blockDim.x) {
-      const int plane = idx / tile_size, q = idx % tile_size;
-      const int y = y0 + q / t.tile_w, x = x0 + q % t.tile_w;
+    for (unsigned idx = threadIdx.x; idx < planes * tile_size; idx += blockDim.x) {
+      const auto [plane, q] = t.tile_size_div.divmod(idx);
+      const auto [ty, tx] = t.tile_w_div.divmod(q);
+      const int y = y0 + int(ty), x = x0 + int(tx);
       grad_tile[idx] = (y < p.out_h && x < p.out_w)
                            ? static_cast<acc_t>(grad[(plane0 + plane) * p.out_h * p.out_w + y * p.out_w + x])
                            : acc_t(0);
@@ -194,8 +208,9 @@ __global__ void __launch_bounds__(kThreads)
       const acc_t* src = region + plane * region_size + (k / p.k_w) * t.in_tile_w + k % p.k_w;
       const acc_t* g = grad_tile + plane * tile_size;
       acc_t partial = 0;
-      for (int q = lane; q < tile_size; q += 32) {
-        partial += g[q] * src[(q / t.tile_w) * t.in_tile_w + q % t.tile_w];
+      for (unsigned q = lane; q < tile_size; q += 32) {
+        const auto [ty, tx] = t.tile_w_div.divmod(q);
+        partial += g[q] * src[ty * t.in_tile_w + tx];
       }
       for (int offset = 16; offset > 0; offset /= 2) {
         partial += __shfl_down_sync(0xffffffffu, partial, offset);
