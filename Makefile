@@ -7,10 +7,14 @@ CONSTRAINTS := .ci/constraints.txt
 
 .PHONY: install test demo clean
 
-$(STAMP): setup.py $(CONSTRAINTS)
+# The editable install also compiles the C++/CUDA extension actrack_fast._C (csrc/) against the venv's torch;
+# setup.py finds the CUDA toolkit and sets the GPU arch itself. MAX_JOBS bounds parallel compile jobs.
+EXTENSION_SOURCES := $(wildcard csrc/*.h csrc/*.cpp csrc/*/*.cpp csrc/*/*.cu)
+
+$(STAMP): setup.py pyproject.toml $(CONSTRAINTS) $(EXTENSION_SOURCES)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) torch torchvision setuptools wheel ninja
-	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) --no-build-isolation -e ".[test]"
+	MAX_JOBS=2 $(BIN)/python -m pip install -q -c $(CONSTRAINTS) --no-build-isolation -e ".[test]"
 	touch $@
 
 install: $(STAMP)
@@ -26,4 +30,4 @@ demo: $(STAMP)
 		--output $(DEMO_DIR)/annotated.mp4 --results $(DEMO_DIR)/boxes.txt
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info actrack_fast/_C*.so
