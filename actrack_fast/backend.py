@@ -7,7 +7,8 @@ The choice, in order of precedence:
 1. an explicit ``backend=`` argument where an API takes one, or the innermost :func:`use_backend` context;
 2. the ``ACTRACK_BACKEND`` environment variable: one name for every op (``reference``) or per-op
    assignments (``xcorr=cuda,decoder=triton``);
-3. ``auto``: the first available fast path in :data:`PRIORITY` for the tensor's device, else the reference.
+3. ``auto``: the first available fast path in :data:`PRIORITY` for the tensor's device, else the reference
+   (a provider may narrow where ``auto`` picks it, e.g. to keep a test-only interpreter out of it).
 
 Asking explicitly for a backend that is not available raises ``RuntimeError`` with the reason and how to
 get it; ``auto`` silently falls back.
@@ -34,19 +35,22 @@ ENV_VAR = "ACTRACK_BACKEND"
 class _Provider:
     is_available: Callable[[torch.device], bool]
     how_to_get: str
+    auto: Optional[Callable[[torch.device], bool]] = None
 
 
 _PROVIDERS: Dict[str, Dict[str, _Provider]] = {op: {} for op in OPS}
 _local = threading.local()
 
 
-def register(op: str, backend: str, is_available: Callable[[torch.device], bool], how_to_get: str) -> None:
-    """Declare that ``backend`` implements ``op`` on devices where ``is_available(device)`` is true."""
+def register(op: str, backend: str, is_available: Callable[[torch.device], bool], how_to_get: str,
+             auto: Optional[Callable[[torch.device], bool]] = None) -> None:
+    """Declare that ``backend`` implements ``op`` on devices where ``is_available(device)`` is true;
+    ``auto(device)``, if given, must also hold for ``auto`` to pick it there (explicit requests need not)."""
     _check_name(op, OPS, "op")
     _check_name(backend, BACKENDS, "backend")
     if backend == REFERENCE:
         raise ValueError("the reference backend is always available and is not registered")
-    _PROVIDERS[op][backend] = _Provider(is_available, how_to_get)
+    _PROVIDERS[op][backend] = _Provider(is_available, how_to_get, auto)
 
 
 def available(op: str, device: Union[str, torch.device]) -> list[str]:
@@ -62,7 +66,9 @@ def select(op: str, device: Union[str, torch.device], requested: Optional[str] =
     _check_name(op, OPS, "op")
     choice = requested or _context_choice(op) or _env_choice(op) or "auto"
     if choice == "auto":
-        return available(op, device)[0]
+        device = torch.device(device)
+        return next(b for b in available(op, device)
+                    if b == REFERENCE or _PROVIDERS[op][b].auto is None or _PROVIDERS[op][b].auto(device))
     _check_name(choice, BACKENDS, "backend")
     if choice == REFERENCE:
         return REFERENCE

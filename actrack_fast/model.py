@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import backend, fast_decoder
 from .additive import AdditiveNet
 from .config import ModelConfig, get_config
 from .decoder import MLP, SeqTrackDecoder, sinusoid_table
@@ -108,10 +109,15 @@ class ACTrack(nn.Module):
 
     def decode(self, memory: torch.Tensor, prefix: torch.Tensor, window: Optional[bool] = None,
                method: str = "cached") -> DecodeResult:
-        """Decode boxes from the memory (B, Nx, d) and prefix (B, K + 1)."""
+        """Decode boxes from the memory (B, Nx, d) and prefix (B, K + 1); ``'cached'`` runs the backend selected
+        for op ``"decoder"`` (Triton on CUDA) unless gradients are wanted."""
         use_window = self.config.use_window if window is None else window
-        return DECODE_METHODS[method](self.decoder, self.vocab_embed, memory, self.pos_embed, prefix,
-                                      self.query_pos(), self.config.bins, self.window if use_window else None)
+        decode_fn = DECODE_METHODS[method]
+        if (method == "cached" and not (torch.is_grad_enabled() and memory.requires_grad)
+                and backend.select("decoder", memory.device) == "triton"):
+            decode_fn = fast_decoder.decode
+        return decode_fn(self.decoder, self.vocab_embed, memory, self.pos_embed, prefix, self.query_pos(),
+                         self.config.bins, self.window if use_window else None)
 
     # --- training helpers -----------------------------------------------------------------------
     def freeze(self, train_decoder: bool = False) -> None:

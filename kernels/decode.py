@@ -1,0 +1,936 @@
+"""Triton kernels for the coordinate decoder's inference loop (spec section 3).
+
+One kernel, ``_decode_kernel``, runs the whole 4-token decode of a batch as a sequence of *phases*; a phase
+is a set of independent work units spread over the programs, and every phase needs all results of the one
+before it (a full row of the residual stream, for a LayerNorm). ``persistent=True`` runs every phase in
+one launch with a grid-wide barrier between phases (one program per SM, all resident); otherwise each phase
+is its own launch of the same kernel, the launch boundary being the barrier. Per step and layer:
+
+1. self-attention: unit (row tile, head). LayerNorm of the previous layer's residual sum (or the token
+   embedding), q/k/v of the head, append k/v to the cache, attend over the cached prefix, and the head's
+   share of the output projection, written as a partial sum (``part``);
+2. cross-attention: unit (row tile, head). Residual + partials + norm1, the head's query, attention over the
+   memory keys/values, the head's share of the output projection;
+3. feed-forward: unit (row tile, FFN chunk). Residual + partials + norm2, a chunk of linear1 + ReLU and its
+   share of linear2.
+
+then two vocabulary phases (units: (sample tile, hidden chunk) for the first two MLP layers, (sample tile,
+vocabulary chunk) for the logits with per-chunk softmax/argmax statistics); the next step's first phase
+combines those statistics into the chosen token. The output projections are split by *input* columns, so
+each unit writes a partial sum that the next phase adds up while it loads the rows for its LayerNorm: no
+phase waits for a reduction of its own.
+
+Cross-attention memory. ``cross="cached"`` projects the memory once per frame (keys from memory + memory
+positions, values from memory, every layer: one phase before the first step) and attends over those per
+head. ``cross="absorbed"`` never projects the memory: a head's score q·(W_k (m + p) + b_k) equals
+(W_kᵀ q)·(m + p) plus a per-query constant that the softmax cancels, and its output W_v (Σ a m) + b_v; so
+each (sample, memory chunk) unit scores all heads against the raw memory, and a third unit set applies W_v
+and the output projection. The cached form moves less per step (B = 1 latency); the absorbed form does
+(heads / queries) x fewer FLOPs per frame and re-reads one memory tensor shared by both layers instead of
+two layers' keys and values (large batches). See benchmarks/NOTES.md.
+
+Precision: float32 throughout; matrix products use ``tl.dot(..., input_precision="ieee")`` (full float32
+FMA; Triton's GPU default for float32 is tf32) on tiles of >= 16 rows and broadcast-multiply-sum below.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+QMAX = 8  # rows per sample in a step (prompt + start, padded) and self-attention cache length (K + 4 <= 8)
+NUM_STEPS = 4  # cx, cy, w, h
+SPIN_LIMIT = 1 << 22  # barrier polls before a program gives up and flags an error instead of hanging
+LN_EPS = 1e-5  # nn.LayerNorm default, as in the reference decoder
+CROSS_MODES = ("cached", "absorbed")
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+# ------------------------------------------------------------------------------------------------------
+# Device helpers
+# ------------------------------------------------------------------------------------------------------
+@triton.jit
+def _matmul(a_ptr, a_stride, w_ptr, w_row_stride, n_limit,
+            K: tl.constexpr, N: tl.constexpr, ROWS: tl.constexpr, KC: tl.constexpr, W_COL_STRIDE: tl.constexpr = 1):
+    """(ROWS, K) rows at ``a_ptr`` (row stride ``a_stride``) times the (N, K) weight block at ``w_ptr``
+    (strides ``w_row_stride``, ``W_COL_STRIDE``; rows >= ``n_limit`` read as zero) -> (ROWS, N).
+
+    tl.dot needs >= 16 rows; below that each row is a GEMV against the weight tile in its coalesced load
+    layout (a 3-D broadcast product would move every weight tile through shared memory)."""
+    rows = tl.arange(0, ROWS)
+    outs = tl.arange(0, N)
+    ks = tl.arange(0, KC)
+    acc = tl.zeros((ROWS, N), dtype=tl.float32)
+    if ROWS >= 16:
+        for k0 in range(0, K, KC):  # a runtime loop: unrolled, every chunk's loads would be hoisted and spill
+            w = tl.load(w_ptr + outs[:, None] * w_row_stride + (k0 + ks)[None, :] * W_COL_STRIDE,
+                        mask=(outs < n_limit)[:, None], other=0.0)
+            a = tl.load(a_ptr + rows[:, None] * a_stride + (k0 + ks)[None, :])
+            acc += tl.dot(a, tl.trans(w), input_precision="ieee")
+    else:
+        for k0 in tl.static_range(0, K, KC):
+            w = tl.load(w_ptr + outs[:, None] * w_row_stride + (k0 + ks)[None, :] * W_COL_STRIDE,
+                        mask=(outs < n_limit)[:, None], other=0.0)
+            for r in tl.static_range(ROWS):
+                y = tl.sum(w * tl.load(a_ptr + r * a_stride + k0 + ks)[None, :], axis=1)
+                acc += tl.where(rows[:, None] == r, y[None, :], 0.0)
+    return acc
+
+
+@triton.jit
+def _row(x, r, ROWS: tl.constexpr):
+    """Row ``r`` of a (ROWS, W) tensor as a (W,) vector (a masked sum: register tensors have no indexing)."""
+    return tl.sum(tl.where(tl.arange(0, ROWS)[:, None] == r, x, 0), axis=0)
+
+
+@triton.jit
+def _scalar(x, r, ROWS: tl.constexpr):
+    """Element ``r`` of a (ROWS,) tensor."""
+    return tl.sum(tl.where(tl.arange(0, ROWS) == r, x, 0), axis=0)
+
+
+@triton.jit
+def _layer_norm(x, w_ptr, b_ptr, D: tl.constexpr):
+    cols = tl.arange(0, D)
+    mean = tl.sum(x, axis=1) / D
+    centred = x - mean[:, None]
+    var = tl.sum(centred * centred, axis=1) / D
+    scale = 1.0 / tl.sqrt(var + 1e-5)
+    return centred * scale[:, None] * tl.load(w_ptr + cols)[None, :] + tl.load(b_ptr + cols)[None, :]
+
+
+@triton.jit
+def _store_rows(ptr, stride, x, W: tl.constexpr, ROWS: tl.constexpr):
+    rows = tl.arange(0, ROWS)
+    tl.store(ptr + rows[:, None] * stride + tl.arange(0, W)[None, :], x)
+
+
+@triton.jit
+def _step_geometry(s, NPRE, QMAX: tl.constexpr):
+    """Rows per sample this step (the whole prefix at step 0, one token after), their padded count and the
+    position of the first one."""
+    first = (s == 0).to(tl.int32)
+    nq = 1 + first * (NPRE - 1)
+    nqp = 1 + (nq > 1).to(tl.int32) * (QMAX - 1)
+    pos0 = (1 - first) * (NPRE + s - 1)
+    return nq, nqp, pos0
+
+
+@triton.jit
+def _tile_rows(tile, B, nq, nqp, q_base, ROWS: tl.constexpr):
+    """Sample, row-in-step and validity of the ROWS rows of ``tile``: whole samples of ``nqp`` rows each."""
+    r = tl.arange(0, ROWS)
+    b = tile * (ROWS // nqp) + r // nqp
+    q = r % nqp
+    valid = (b < B) & (q < nq)
+    return b.to(tl.int64), q + q_base, valid
+
+
+@triton.jit
+def _row_offsets(b, q, QMAX: tl.constexpr):
+    return b * QMAX + q
+
+
+@triton.jit
+def _sum_parts(part_ptr, row, valid, NPARTS: tl.constexpr, NPART: tl.constexpr, D: tl.constexpr):
+    """Sum of the NPARTS partial results the previous phase wrote for each row: (ROWS, D)."""
+    cols = tl.arange(0, D)
+    x = tl.load(part_ptr + (row * NPART)[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0,
+                cache_modifier=".cg")
+    for j in tl.static_range(1, NPARTS):
+        x += tl.load(part_ptr + (row * NPART + j)[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0,
+                     cache_modifier=".cg")
+    return x
+
+
+@triton.jit
+def _gather_residual(act_ptr, bias_ptr, part_ptr, row, valid, NPARTS: tl.constexpr, NPART: tl.constexpr,
+                     D: tl.constexpr):
+    """residual + bias + the NPARTS partial sums of the previous phase, for each row: (ROWS, D)."""
+    cols = tl.arange(0, D)
+    x = tl.load(act_ptr + row[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0, cache_modifier=".cg")
+    return x + tl.load(bias_ptr + cols)[None, :] + _sum_parts(part_ptr, row, valid, NPARTS, NPART, D)
+
+
+@triton.jit
+def _select_token(stats_ptr, b, valid, NVC, NVC_P2: tl.constexpr):
+    """Combine the per-chunk softmax statistics of each row's sample: (token, probability).
+
+    Chunk c holds (max logit m_c, sum of exp(logit - m_c), best windowed exp(logit - m_c), its index); the
+    chosen probability is best_c exp(m_c - g) / sum_c s_c exp(m_c - g) with g the global max."""
+    c = tl.arange(0, NVC_P2)
+    mask = valid[:, None] & (c < NVC)[None, :]
+    base = stats_ptr + (b[:, None] * NVC_P2 + c[None, :]) * 4
+    top = tl.load(base, mask=mask, other=-1e30, cache_modifier=".cg")
+    total = tl.load(base + 1, mask=mask, other=0.0, cache_modifier=".cg")
+    best = tl.load(base + 2, mask=mask, other=0.0, cache_modifier=".cg")
+    index = tl.load(base + 3, mask=mask, other=0.0, cache_modifier=".cg")
+    g = tl.max(top, axis=1)
+    scale = tl.where(mask, tl.exp(top - g[:, None]), 0.0)
+    denominator = tl.sum(total * scale, axis=1)
+    candidate = tl.where(mask, best * scale, -1.0)
+    winner = tl.argmax(candidate, axis=1)
+    chosen = c[None, :] == winner[:, None]
+    token = tl.sum(tl.where(chosen, index, 0.0), axis=1).to(tl.int64)
+    prob = tl.max(candidate, axis=1) / tl.where(valid, denominator, 1.0)
+    return token, prob
+
+
+@triton.jit
+def _grid_barrier(sync_ptr, target):
+    """Wait until every program has arrived ``target // num_programs`` times (counter never reset mid-run)."""
+    tl.debug_barrier()  # every thread's global writes are issued before the release below
+    tl.atomic_add(sync_ptr, 1, sem="release", scope="gpu")
+    seen = tl.atomic_add(sync_ptr, 0, sem="acquire", scope="gpu")
+    polls = 0
+    while (seen < target) & (polls < 4194304):
+        seen = tl.atomic_add(sync_ptr, 0, sem="acquire", scope="gpu")
+        polls += 1
+    if seen < target:
+        tl.atomic_xchg(sync_ptr + 2, 1)  # error flag: a program never arrived (not all resident?)
+    tl.debug_barrier()
+
+
+# ------------------------------------------------------------------------------------------------------
+# Phases
+# ------------------------------------------------------------------------------------------------------
+@triton.jit
+def _project_memory_phase(pid, nprog, B, M, mem_ptr, mpos_ptr, mpos_bstride, cross_w_ptr, cross_b_ptr,
+                          kv_cross_ptr, LAYER_SIZE: tl.constexpr, L: tl.constexpr, D: tl.constexpr,
+                          H: tl.constexpr, PR: tl.constexpr, PN: tl.constexpr, KC: tl.constexpr):
+    """Cross-attention keys ((memory + positions) W_kᵀ + b_k) and values (memory W_vᵀ + b_v) of every layer,
+    stored per head: kv_cross[l, 0 or 1, b, h, m, :]. Unit: (sample, memory tile, output column tile)."""
+    DH: tl.constexpr = D // H
+    m_tiles = tl.cdiv(M, PR)
+    n_tiles: tl.constexpr = L * 2 * D // PN
+    rows = tl.arange(0, PR)
+    outs = tl.arange(0, PN)
+    ks = tl.arange(0, KC)
+    for u in range(pid, B * m_tiles * n_tiles, nprog):
+        b = (u // (m_tiles * n_tiles)).to(tl.int64)
+        m = (u // n_tiles) % m_tiles * PR + rows
+        col = u % n_tiles * PN  # column of the (L, 2, D) stacked key/value outputs
+        layer = col // (2 * D)
+        is_value = (col // D) % 2
+        n = col % D + outs
+        w_rows = cross_w_ptr + layer * LAYER_SIZE + ((1 + is_value) * D + n) * D
+        m_valid = (m < M)[:, None]
+        acc = tl.zeros((PR, PN), dtype=tl.float32)
+        for k0 in range(0, D, KC):
+            a = tl.load(mem_ptr + (b * M + m)[:, None] * D + (k0 + ks)[None, :], mask=m_valid, other=0.0)
+            pos = tl.load(mpos_ptr + b * mpos_bstride + m[:, None] * D + (k0 + ks)[None, :], mask=m_valid,
+                          other=0.0)
+            a += pos * (1 - is_value)
+            w = tl.load(w_rows[:, None] + (k0 + ks)[None, :])
+            acc += tl.dot(a, tl.trans(w), input_precision="ieee")
+        acc += tl.load(cross_b_ptr + layer * LAYER_SIZE + (1 + is_value) * D + n)[None, :]
+        head = n // DH
+        dst = kv_cross_ptr + ((((layer * 2 + is_value) * B + b) * H + head[None, :]) * M + m[:, None]) * DH \
+            + (n % DH)[None, :]
+        tl.store(dst, acc, mask=m_valid)
+
+
+@triton.jit
+def _self_attention_phase(pid, nprog, s, layer, B, NPRE, prefix_ptr, emb_ptr, qpos_ptr, stats_ptr, NVC,
+                          tokens_ptr, probs_ptr, lw_ptr, prev_lw_ptr, gw_ptr, act_ptr, part_in, part_out,
+                          kv_self_ptr, scr_ptr,
+                          LO_SELF_W: tl.constexpr, LO_SELF_B: tl.constexpr, LO_SELF_OUT_W: tl.constexpr,
+                          LO_LIN2_B: tl.constexpr, LO_NORM3_W: tl.constexpr, GO_EMB_NORM_W: tl.constexpr,
+                          L: tl.constexpr, D: tl.constexpr, H: tl.constexpr, F: tl.constexpr, FC: tl.constexpr,
+                          NPART: tl.constexpr, NVC_P2: tl.constexpr, ROWS: tl.constexpr, QMAX: tl.constexpr,
+                          KC_HEAD: tl.constexpr, KC_OUT: tl.constexpr):
+    DH: tl.constexpr = D // H
+    cols = tl.arange(0, D)
+    nq, nqp, pos0 = _step_geometry(s, NPRE, QMAX)
+    n_tiles = tl.cdiv(B, ROWS // nqp)
+    act_stride = B * QMAX * D
+    for u in range(pid, n_tiles * H, nprog):
+        tile = u // H
+        h = u % H
+        b, q, valid = _tile_rows(tile, B, nq, nqp, 0, ROWS)
+        row = _row_offsets(b, q, QMAX)
+        pos = pos0 + q
+        if layer == 0:
+            if s == 0:
+                token = tl.load(prefix_ptr + b * NPRE + q, mask=valid, other=0)
+            else:
+                token, prob = _select_token(stats_ptr, b, valid, NVC, NVC_P2)
+                if h == 0:
+                    tl.store(tokens_ptr + b * 4 + s - 1, token, mask=valid)
+                    tl.store(probs_ptr + b * 4 + s - 1, prob, mask=valid)
+            x = tl.load(emb_ptr + token[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0)
+            x = _layer_norm(x, gw_ptr + GO_EMB_NORM_W, gw_ptr + GO_EMB_NORM_W + D, D)
+        else:
+            x = _gather_residual(act_ptr + 2 * act_stride, prev_lw_ptr + LO_LIN2_B, part_in, row, valid,
+                                 F // FC, NPART, D)
+            x = _layer_norm(x, prev_lw_ptr + LO_NORM3_W, prev_lw_ptr + LO_NORM3_W + D, D)
+        if h == 0:
+            tl.store(act_ptr + row[:, None] * D + cols[None, :], x, mask=valid[:, None])
+        qp = tl.load(qpos_ptr + pos[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0)
+        _store_rows(scr_ptr, D, x + qp, D, ROWS)
+        _store_rows(scr_ptr + ROWS * D, D, x, D, ROWS)
+        tl.debug_barrier()
+        w = lw_ptr + LO_SELF_W + h * DH * D
+        bias = lw_ptr + LO_SELF_B + h * DH + tl.arange(0, DH)
+        qh = _matmul(scr_ptr, D, w, D, DH, D, DH, ROWS, KC_HEAD) + tl.load(bias)[None, :]
+        kh = _matmul(scr_ptr, D, w + D * D, D, DH, D, DH, ROWS, KC_HEAD) + tl.load(bias + D)[None, :]
+        vh = _matmul(scr_ptr + ROWS * D, D, w + 2 * D * D, D, DH, D, DH, ROWS, KC_HEAD) + tl.load(bias + 2 * D)[None, :]
+        dcols = tl.arange(0, DH)
+        cache_offset = ((layer * 2 * B + b) * H + h) * QMAX * DH  # (ROWS,) key cache of each row
+        cache = kv_self_ptr + cache_offset
+        value_cache = cache + B * H * QMAX * DH
+        tl.store((cache + pos * DH)[:, None] + dcols[None, :], kh, mask=valid[:, None])
+        tl.store((value_cache + pos * DH)[:, None] + dcols[None, :], vh, mask=valid[:, None])
+        tl.debug_barrier()
+        # Attention of each row over the cached prefix (positions <= its own).
+        t = tl.arange(0, QMAX)
+        attended = tl.zeros((ROWS, DH), tl.float32)
+        for r in range(ROWS):
+            key_rows = kv_self_ptr + _scalar(cache_offset, r, ROWS) + t[:, None] * DH + dcols[None, :]
+            seen = t <= _scalar(pos, r, ROWS)
+            written = (seen & (_scalar(valid.to(tl.int32), r, ROWS) != 0))[:, None]  # padded rows read zeros
+            keys = tl.load(key_rows, mask=written, other=0.0, cache_modifier=".cg")
+            values = tl.load(key_rows + B * H * QMAX * DH, mask=written, other=0.0, cache_modifier=".cg")
+            scores = tl.sum(keys * _row(qh, r, ROWS)[None, :], axis=1) * (1.0 / math.sqrt(DH))
+            scores = tl.where(seen, scores, -float("inf"))
+            p = tl.exp(scores - tl.max(scores, axis=0))
+            out = tl.sum(values * (p / tl.sum(p, axis=0))[:, None], axis=0)
+            attended += tl.where(tl.arange(0, ROWS)[:, None] == r, out[None, :], 0.0)
+        _store_rows(scr_ptr + 2 * ROWS * D, D, attended, DH, ROWS)
+        tl.debug_barrier()
+        out = _matmul(scr_ptr + 2 * ROWS * D, D, lw_ptr + LO_SELF_OUT_W + h * DH, D, D, DH, D, ROWS, KC_OUT)
+        tl.store(part_out + (row * NPART + h)[:, None] * D + cols[None, :], out, mask=valid[:, None])
+        tl.debug_barrier()  # scratch is rewritten by the next unit
+
+
+@triton.jit
+def _cross_norm_query(tile, h, B, nq, nqp, pos0, qpos_ptr, lw_ptr, act_ptr, part_in, scr_ptr, act_stride,
+                      LO_SELF_OUT_B: tl.constexpr, LO_CROSS_W: tl.constexpr, LO_CROSS_B: tl.constexpr,
+                      LO_NORM1_W: tl.constexpr, D: tl.constexpr, H: tl.constexpr, NPART: tl.constexpr,
+                      ROWS: tl.constexpr, QMAX: tl.constexpr, KC_HEAD: tl.constexpr):
+    """Shared start of the cross-attention units: x1 = norm1(x + self-attention), stored by head 0, and the
+    head's scaled query (ROWS, DH)."""
+    DH: tl.constexpr = D // H
+    cols = tl.arange(0, D)
+    b, q, valid = _tile_rows(tile, B, nq, nqp, 0, ROWS)
+    row = _row_offsets(b, q, QMAX)
+    x = _gather_residual(act_ptr, lw_ptr + LO_SELF_OUT_B, part_in, row, valid, H, NPART, D)
+    x = _layer_norm(x, lw_ptr + LO_NORM1_W, lw_ptr + LO_NORM1_W + D, D)
+    if h == 0:
+        tl.store(act_ptr + act_stride + row[:, None] * D + cols[None, :], x, mask=valid[:, None])
+    qp = tl.load(qpos_ptr + (pos0 + q)[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0)
+    _store_rows(scr_ptr, D, x + qp, D, ROWS)
+    tl.debug_barrier()
+    bias = tl.load(lw_ptr + LO_CROSS_B + h * DH + tl.arange(0, DH))
+    qh = _matmul(scr_ptr, D, lw_ptr + LO_CROSS_W + h * DH * D, D, DH, D, DH, ROWS, KC_HEAD) + bias[None, :]
+    return qh * (1.0 / math.sqrt(DH)), b, row, valid
+
+
+@triton.jit
+def _cross_attention_cached_phase(pid, nprog, s, layer, B, M, NPRE, qpos_ptr, lw_ptr, act_ptr, part_in,
+                                  part_out, kv_cross_ptr, scr_ptr,
+                                  LO_SELF_OUT_B: tl.constexpr, LO_CROSS_W: tl.constexpr,
+                                  LO_CROSS_B: tl.constexpr, LO_CROSS_OUT_W: tl.constexpr,
+                                  LO_NORM1_W: tl.constexpr, D: tl.constexpr, H: tl.constexpr,
+                                  NPART: tl.constexpr, ROWS: tl.constexpr, QMAX: tl.constexpr, MC: tl.constexpr,
+                                  KC_HEAD: tl.constexpr, KC_OUT: tl.constexpr):
+    """Unit (row tile, head): query, online-softmax attention over the projected memory, the head's share of
+    the output projection."""
+    DH: tl.constexpr = D // H
+    cols = tl.arange(0, D)
+    dcols = tl.arange(0, DH)
+    nq, nqp, pos0 = _step_geometry(s, NPRE, QMAX)
+    n_tiles = tl.cdiv(B, ROWS // nqp)
+    act_stride = B * QMAX * D
+    for u in range(pid, n_tiles * H, nprog):
+        tile = u // H
+        h = u % H
+        qh, b, row, valid = _cross_norm_query(tile, h, B, nq, nqp, pos0, qpos_ptr, lw_ptr, act_ptr, part_in,
+                                              scr_ptr, act_stride, LO_SELF_OUT_B, LO_CROSS_W, LO_CROSS_B,
+                                              LO_NORM1_W, D, H, NPART, ROWS, QMAX, KC_HEAD)
+        keys_offset = ((layer * 2 * B + b) * H + h) * M * DH  # (ROWS,)
+        attended = tl.zeros((ROWS, DH), tl.float32)
+        mc = tl.arange(0, MC)
+        for r in range(ROWS):
+            q_r = _row(qh, r, ROWS)
+            key_rows = kv_cross_ptr + _scalar(keys_offset, r, ROWS) + mc[:, None] * DH + dcols[None, :]
+            row_valid = _scalar(valid.to(tl.int32), r, ROWS) != 0
+            running_max = -float("inf")
+            running_sum = 0.0
+            acc = tl.zeros((DH,), tl.float32)
+            for m0 in range(0, M, MC):
+                inside = (m0 + mc < M) & row_valid
+                keys = tl.load(key_rows + m0 * DH, mask=inside[:, None], other=0.0, cache_modifier=".cg")
+                values = tl.load(key_rows + m0 * DH + B * H * M * DH, mask=inside[:, None], other=0.0,
+                                 cache_modifier=".cg")
+                scores = tl.where(m0 + mc < M, tl.sum(keys * q_r[None, :], axis=1), -float("inf"))
+                new_max = tl.maximum(running_max, tl.max(scores, axis=0))
+                correction = tl.exp(running_max - new_max)
+                p = tl.exp(scores - new_max)
+                running_sum = running_sum * correction + tl.sum(p, axis=0)
+                acc = acc * correction + tl.sum(values * p[:, None], axis=0)
+                running_max = new_max
+            attended += tl.where(tl.arange(0, ROWS)[:, None] == r, (acc / running_sum)[None, :], 0.0)
+        _store_rows(scr_ptr + ROWS * D, D, attended, DH, ROWS)
+        tl.debug_barrier()
+        out = _matmul(scr_ptr + ROWS * D, D, lw_ptr + LO_CROSS_OUT_W + h * DH, D, D, DH, D, ROWS, KC_OUT)
+        tl.store(part_out + (row * NPART + h)[:, None] * D + cols[None, :], out, mask=valid[:, None])
+        tl.debug_barrier()
+
+
+@triton.jit
+def _cross_query_absorbed_phase(pid, nprog, s, B, NPRE, qpos_ptr, lw_ptr, act_ptr, part_in, qt_ptr, scr_ptr,
+                                LO_SELF_OUT_B: tl.constexpr, LO_CROSS_W: tl.constexpr, LO_CROSS_B: tl.constexpr,
+                                LO_NORM1_W: tl.constexpr, D: tl.constexpr, H: tl.constexpr, NPART: tl.constexpr,
+                                ROWS: tl.constexpr, QMAX: tl.constexpr, KC_HEAD: tl.constexpr,
+                                KC_KEYT: tl.constexpr):
+    """Unit (row tile, head): the head's query folded through its key projection, W_k,hᵀ q_h (ROWS, D),
+    written to qt[b, q, h]; the key bias only shifts every score of a query and cancels in the softmax."""
+    DH: tl.constexpr = D // H
+    cols = tl.arange(0, D)
+    nq, nqp, pos0 = _step_geometry(s, NPRE, QMAX)
+    n_tiles = tl.cdiv(B, ROWS // nqp)
+    act_stride = B * QMAX * D
+    for u in range(pid, n_tiles * H, nprog):
+        tile = u // H
+        h = u % H
+        qh, b, row, valid = _cross_norm_query(tile, h, B, nq, nqp, pos0, qpos_ptr, lw_ptr, act_ptr, part_in,
+                                              scr_ptr, act_stride, LO_SELF_OUT_B, LO_CROSS_W, LO_CROSS_B,
+                                              LO_NORM1_W, D, H, NPART, ROWS, QMAX, KC_HEAD)
+        _store_rows(scr_ptr + ROWS * D, D, qh, DH, ROWS)
+        tl.debug_barrier()
+        key_rows = lw_ptr + LO_CROSS_W + (D + h * DH) * D  # W_k,h: (DH, D); read transposed as (D, DH)
+        folded = _matmul(scr_ptr + ROWS * D, D, key_rows, 1, D, DH, D, ROWS, KC_KEYT, D)
+        tl.store(qt_ptr + (row * H + h)[:, None] * D + cols[None, :], folded, mask=valid[:, None])
+        tl.debug_barrier()
+
+
+@triton.jit
+def _cross_scores_absorbed_phase(pid, nprog, s, B, M, NPRE, mem_ptr, mpos_ptr, mpos_bstride, qt_ptr, ctx_ptr,
+                                 cstats_ptr, D: tl.constexpr, H: tl.constexpr, QMAX: tl.constexpr,
+                                 MCH: tl.constexpr):
+    """Unit (sample, memory chunk): every head's scores against (memory + positions) of the chunk, their
+    chunk-local softmax statistics (max, sum) and the chunk's exp-weighted sum of raw memory rows (H, D).
+    Rows are (query, head) pairs, 16 at a time so that tl.dot applies."""
+    QB: tl.constexpr = 16 // H  # queries per 16-row block
+    DC: tl.constexpr = 32  # reduction chunk of the scores: an FMA dot keeps whole K-rows in registers
+    cols = tl.arange(0, D)
+    dcols = tl.arange(0, DC)
+    r = tl.arange(0, 16)
+    mrows = tl.arange(0, MCH)
+    nq, nqp, pos0 = _step_geometry(s, NPRE, QMAX)
+    n_chunks = tl.cdiv(M, MCH)
+    for u in range(pid, B * n_chunks, nprog):
+        b = (u // n_chunks).to(tl.int64)
+        c = u % n_chunks
+        m = c * MCH + mrows
+        in_memory = m < M
+        memory_rows = mem_ptr + (b * M + m)[:, None] * D
+        position_rows = mpos_ptr + b * mpos_bstride + m[:, None] * D
+        for q0 in range(0, nq, QB):
+            q = q0 + r // H
+            h = r % H
+            valid = q < nq
+            qrow = (b * QMAX + q) * H + h
+            scores = tl.zeros((16, MCH), tl.float32)
+            for d0 in range(0, D, DC):
+                folded = tl.load(qt_ptr + qrow[:, None] * D + (d0 + dcols)[None, :], mask=valid[:, None], other=0.0,
+                                 cache_modifier=".cg")
+                keys = tl.load(memory_rows + d0 + dcols[None, :], mask=in_memory[:, None], other=0.0) \
+                    + tl.load(position_rows + d0 + dcols[None, :], mask=in_memory[:, None], other=0.0)
+                scores += tl.dot(folded, tl.trans(keys), input_precision="ieee")
+            scores = tl.where(in_memory[None, :], scores, -float("inf"))
+            top = tl.max(scores, axis=1)
+            p = tl.exp(scores - top[:, None])
+            memory = tl.load(memory_rows + cols[None, :], mask=in_memory[:, None], other=0.0)
+            attended = tl.dot(p, memory, input_precision="ieee")
+            slot = ((b * n_chunks + c) * QMAX + q) * H + h
+            tl.store(ctx_ptr + slot[:, None] * D + cols[None, :], attended, mask=valid[:, None])
+            tl.store(cstats_ptr + slot * 2, top, mask=valid)
+            tl.store(cstats_ptr + slot * 2 + 1, tl.sum(p, axis=1), mask=valid)
+
+
+@triton.jit
+def _cross_value_absorbed_phase(pid, nprog, s, B, M, NPRE, lw_ptr, part_out, ctx_ptr, cstats_ptr, scr_ptr,
+                                LO_CROSS_W: tl.constexpr, LO_CROSS_B: tl.constexpr, LO_CROSS_OUT_W: tl.constexpr,
+                                D: tl.constexpr, H: tl.constexpr, NPART: tl.constexpr, ROWS: tl.constexpr,
+                                QMAX: tl.constexpr, MCH: tl.constexpr, KC_HEAD: tl.constexpr,
+                                KC_OUT: tl.constexpr):
+    """Unit (row tile, head): merge the chunks' softmax-weighted memory sums, apply W_v,h (+ b_v,h: the
+    weights sum to one) and the head's share of the output projection."""
+    DH: tl.constexpr = D // H
+    cols = tl.arange(0, D)
+    nq, nqp, pos0 = _step_geometry(s, NPRE, QMAX)
+    n_tiles = tl.cdiv(B, ROWS // nqp)
+    n_chunks = tl.cdiv(M, MCH)
+    for u in range(pid, n_tiles * H, nprog):
+        tile = u // H
+        h = u % H
+        b, q, valid = _tile_rows(tile, B, nq, nqp, 0, ROWS)
+        row = _row_offsets(b, q, QMAX)
+        top = tl.full((ROWS,), -1e30, tl.float32)
+        total = tl.zeros((ROWS,), tl.float32)
+        acc = tl.zeros((ROWS, D), tl.float32)
+        for c in range(0, n_chunks):
+            slot = ((b * n_chunks + c) * QMAX + q) * H + h
+            chunk_top = tl.load(cstats_ptr + slot * 2, mask=valid, other=-1e30, cache_modifier=".cg")
+            chunk_total = tl.load(cstats_ptr + slot * 2 + 1, mask=valid, other=0.0, cache_modifier=".cg")
+            chunk_acc = tl.load(ctx_ptr + slot[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0,
+                                cache_modifier=".cg")
+            new_top = tl.maximum(top, chunk_top)
+            old_scale = tl.exp(top - new_top)
+            chunk_scale = tl.exp(chunk_top - new_top)
+            total = total * old_scale + chunk_total * chunk_scale
+            acc = acc * old_scale[:, None] + chunk_acc * chunk_scale[:, None]
+            top = new_top
+        _store_rows(scr_ptr, D, acc / tl.where(valid, total, 1.0)[:, None], D, ROWS)
+        tl.debug_barrier()
+        bias = tl.load(lw_ptr + LO_CROSS_B + 2 * D + h * DH + tl.arange(0, DH))
+        value = _matmul(scr_ptr, D, lw_ptr + LO_CROSS_W + (2 * D + h * DH) * D, D, DH, D, DH, ROWS, KC_HEAD)
+        _store_rows(scr_ptr + ROWS * D, D, value + bias[None, :], DH, ROWS)
+        tl.debug_barrier()
+        out = _matmul(scr_ptr + ROWS * D, D, lw_ptr + LO_CROSS_OUT_W + h * DH, D, D, DH, D, ROWS, KC_OUT)
+        tl.store(part_out + (row * NPART + h)[:, None] * D + cols[None, :], out, mask=valid[:, None])
+        tl.debug_barrier()
+
+
+@triton.jit
+def _feed_forward_phase(pid, nprog, s, B, NPRE, lw_ptr, act_ptr, part_in, part_out, scr_ptr,
+                        LO_CROSS_OUT_B: tl.constexpr, LO_LIN1_W: tl.constexpr, LO_LIN1_B: tl.constexpr,
+                        LO_LIN2_W: tl.constexpr, LO_NORM2_W: tl.constexpr, D: tl.constexpr, H: tl.constexpr,
+                        F: tl.constexpr, FC: tl.constexpr, NPART: tl.constexpr, ROWS: tl.constexpr,
+                        QMAX: tl.constexpr, KC_FFN1: tl.constexpr, KC_FFN2: tl.constexpr):
+    """Unit (row tile, FFN chunk): x2 = norm2(x1 + cross-attention) (stored by chunk 0), a chunk of
+    ReLU(linear1) and its share of linear2."""
+    cols = tl.arange(0, D)
+    nq, nqp, pos0 = _step_geometry(s, NPRE, QMAX)
+    n_tiles = tl.cdiv(B, ROWS // nqp)
+    n_chunks: tl.constexpr = F // FC
+    act_stride = B * QMAX * D
+    for u in range(pid, n_tiles * n_chunks, nprog):
+        tile = u // n_chunks
+        c = u % n_chunks
+        b, q, valid = _tile_rows(tile, B, nq, nqp, 0, ROWS)
+        row = _row_offsets(b, q, QMAX)
+        x = _gather_residual(act_ptr + act_stride, lw_ptr + LO_CROSS_OUT_B, part_in, row, valid, H, NPART, D)
+        x = _layer_norm(x, lw_ptr + LO_NORM2_W, lw_ptr + LO_NORM2_W + D, D)
+        if c == 0:
+            tl.store(act_ptr + 2 * act_stride + row[:, None] * D + cols[None, :], x, mask=valid[:, None])
+        _store_rows(scr_ptr, D, x, D, ROWS)
+        tl.debug_barrier()
+        bias = tl.load(lw_ptr + LO_LIN1_B + c * FC + tl.arange(0, FC))
+        hidden = _matmul(scr_ptr, D, lw_ptr + LO_LIN1_W + c * FC * D, D, FC, D, FC, ROWS, KC_FFN1)
+        _store_rows(scr_ptr + ROWS * D, D, tl.maximum(hidden + bias[None, :], 0.0), FC, ROWS)
+        tl.debug_barrier()
+        out = _matmul(scr_ptr + ROWS * D, D, lw_ptr + LO_LIN2_W + c * FC, F, D, FC, D, ROWS, KC_FFN2)
+        tl.store(part_out + (row * NPART + c)[:, None] * D + cols[None, :], out, mask=valid[:, None])
+        tl.debug_barrier()
+
+
+@triton.jit
+def _vocab_hidden_phase(pid, nprog, s, B, NPRE, last_lw_ptr, gw_ptr, act_ptr, part_in, part_out, scr_ptr,
+                        LO_LIN2_B: tl.constexpr, LO_NORM3_W: tl.constexpr, GO_FINAL_NORM_W: tl.constexpr,
+                        GO_VOCAB0_W: tl.constexpr, GO_VOCAB0_B: tl.constexpr, GO_VOCAB1_W: tl.constexpr,
+                        D: tl.constexpr, F: tl.constexpr, FC: tl.constexpr, HC: tl.constexpr,
+                        NPART: tl.constexpr, ROWS: tl.constexpr, QMAX: tl.constexpr,
+                        KC_V0: tl.constexpr, KC_V1: tl.constexpr):
+    """Unit (sample tile, hidden chunk): the last row of each sample through norm3, the final norm, a chunk
+    of ReLU(vocab layer 0) and its share of vocab layer 1."""
+    cols = tl.arange(0, D)
+    nq, nqp, pos0 = _step_geometry(s, NPRE, QMAX)
+    n_tiles = tl.cdiv(B, ROWS)
+    n_chunks: tl.constexpr = D // HC
+    act_stride = B * QMAX * D
+    for u in range(pid, n_tiles * n_chunks, nprog):
+        tile = u // n_chunks
+        c = u % n_chunks
+        b, q, valid = _tile_rows(tile, B, 1, 1, nq - 1, ROWS)
+        row = _row_offsets(b, q, QMAX)
+        x = _gather_residual(act_ptr + 2 * act_stride, last_lw_ptr + LO_LIN2_B, part_in, row, valid, F // FC,
+                             NPART, D)
+        x = _layer_norm(x, last_lw_ptr + LO_NORM3_W, last_lw_ptr + LO_NORM3_W + D, D)
+        x = _layer_norm(x, gw_ptr + GO_FINAL_NORM_W, gw_ptr + GO_FINAL_NORM_W + D, D)
+        _store_rows(scr_ptr, D, x, D, ROWS)
+        tl.debug_barrier()
+        bias = tl.load(gw_ptr + GO_VOCAB0_B + c * HC + tl.arange(0, HC))
+        hidden = _matmul(scr_ptr, D, gw_ptr + GO_VOCAB0_W + c * HC * D, D, HC, D, HC, ROWS, KC_V0)
+        _store_rows(scr_ptr + ROWS * D, D, tl.maximum(hidden + bias[None, :], 0.0), HC, ROWS)
+        tl.debug_barrier()
+        out = _matmul(scr_ptr + ROWS * D, D, gw_ptr + GO_VOCAB1_W + c * HC, D, D, HC, D, ROWS, KC_V1)
+        tl.store(part_out + (row * NPART + c)[:, None] * D + cols[None, :], out, mask=valid[:, None])
+        tl.debug_barrier()
+
+
+@triton.jit
+def _vocab_logits_phase(pid, nprog, s, B, NPRE, gw_ptr, window_ptr, use_window, store_logits, logits_ptr,
+                        part_in, stats_ptr, NVC, scr_ptr,
+                        GO_VOCAB1_B: tl.constexpr, GO_VOCAB2_W: tl.constexpr, GO_VOCAB2_B: tl.constexpr,
+                        D: tl.constexpr, V: tl.constexpr, BINS: tl.constexpr, HC: tl.constexpr,
+                        VC: tl.constexpr, NPART: tl.constexpr, NVC_P2: tl.constexpr, ROWS: tl.constexpr,
+                        QMAX: tl.constexpr, KC_V2: tl.constexpr):
+    """Unit (sample tile, vocabulary chunk): logits of the chunk and their softmax/argmax statistics
+    (max, sum of exp, best windowed exp and its token); the window weights steps 0 and 1 if enabled."""
+    cols = tl.arange(0, D)
+    nq, nqp, pos0 = _step_geometry(s, NPRE, QMAX)
+    n_tiles = tl.cdiv(B, ROWS)
+    windowed = (use_window != 0) & (s < 2)
+    for u in range(pid, n_tiles * NVC, nprog):
+        tile = u // NVC
+        c = u % NVC
+        b, q, valid = _tile_rows(tile, B, 1, 1, nq - 1, ROWS)
+        row = _row_offsets(b, q, QMAX)
+        hidden = _sum_parts(part_in, row, valid, D // HC, NPART, D) + tl.load(gw_ptr + GO_VOCAB1_B + cols)[None, :]
+        _store_rows(scr_ptr, D, tl.maximum(hidden, 0.0), D, ROWS)
+        tl.debug_barrier()
+        token = c * VC + tl.arange(0, VC)
+        in_vocab = token < V
+        logits = _matmul(scr_ptr, D, gw_ptr + GO_VOCAB2_W + c * VC * D, D, V - c * VC, D, VC, ROWS, KC_V2)
+        logits += tl.load(gw_ptr + GO_VOCAB2_B + token, mask=in_vocab, other=0.0)[None, :]
+        if store_logits != 0:
+            tl.store(logits_ptr + (b * 4 + s)[:, None] * V + token[None, :], logits,
+                     mask=valid[:, None] & in_vocab[None, :])
+        logits = tl.where(in_vocab[None, :], logits, -float("inf"))
+        top = tl.max(logits, axis=1)
+        e = tl.exp(logits - top[:, None])
+        weight = tl.load(window_ptr + token, mask=(token < BINS) & windowed, other=1.0)
+        candidate = tl.where((token < BINS)[None, :], e * weight[None, :], -1.0)
+        best = tl.argmax(candidate, axis=1)
+        stat = stats_ptr + (b * NVC_P2 + c) * 4
+        tl.store(stat, top, mask=valid)
+        tl.store(stat + 1, tl.sum(e, axis=1), mask=valid)
+        tl.store(stat + 2, tl.max(candidate, axis=1), mask=valid)
+        tl.store(stat + 3, (c * VC + best).to(tl.float32), mask=valid)
+        tl.debug_barrier()
+
+
+@triton.jit
+def _final_select_phase(pid, nprog, B, stats_ptr, NVC, tokens_ptr, probs_ptr, NVC_P2: tl.constexpr,
+                        ROWS: tl.constexpr):
+    for tile in range(pid, tl.cdiv(B, ROWS), nprog):
+        b = (tile * ROWS + tl.arange(0, ROWS)).to(tl.int64)
+        valid = b < B
+        token, prob = _select_token(stats_ptr, b, valid, NVC, NVC_P2)
+        tl.store(tokens_ptr + b * 4 + 3, token, mask=valid)
+        tl.store(probs_ptr + b * 4 + 3, prob, mask=valid)
+
+
+@triton.jit
+def _decode_kernel(
+    w_ptr, emb_ptr, qpos_ptr, mem_ptr, mpos_ptr, mpos_bstride, prefix_ptr, window_ptr,
+    kv_self_ptr, kv_cross_ptr, qt_ptr, ctx_ptr, cstats_ptr, act_ptr, part_ptr, stats_ptr, scratch_ptr, sync_ptr,
+    tokens_ptr, probs_ptr, logits_ptr,
+    B, M, NPRE, NVC, use_window, store_logits, phase_begin, phase_end,
+    LO_SELF_W: tl.constexpr, LO_SELF_B: tl.constexpr, LO_SELF_OUT_W: tl.constexpr, LO_SELF_OUT_B: tl.constexpr,
+    LO_CROSS_W: tl.constexpr, LO_CROSS_B: tl.constexpr, LO_CROSS_OUT_W: tl.constexpr,
+    LO_CROSS_OUT_B: tl.constexpr, LO_LIN1_W: tl.constexpr, LO_LIN1_B: tl.constexpr, LO_LIN2_W: tl.constexpr,
+    LO_LIN2_B: tl.constexpr, LO_NORM1_W: tl.constexpr, LO_NORM2_W: tl.constexpr, LO_NORM3_W: tl.constexpr,
+    LAYER_SIZE: tl.constexpr, GO_EMB_NORM_W: tl.constexpr, GO_FINAL_NORM_W: tl.constexpr,
+    GO_VOCAB0_W: tl.constexpr, GO_VOCAB0_B: tl.constexpr, GO_VOCAB1_W: tl.constexpr, GO_VOCAB1_B: tl.constexpr,
+    GO_VOCAB2_W: tl.constexpr, GO_VOCAB2_B: tl.constexpr, GLOBAL_BASE: tl.constexpr,
+    L: tl.constexpr, D: tl.constexpr, H: tl.constexpr, F: tl.constexpr, V: tl.constexpr, BINS: tl.constexpr,
+    ROWS: tl.constexpr, QMAX: tl.constexpr, MC: tl.constexpr, FC: tl.constexpr, HC: tl.constexpr,
+    VC: tl.constexpr, PR: tl.constexpr, PN: tl.constexpr, NPART: tl.constexpr, NVC_P2: tl.constexpr,
+    KC_HEAD: tl.constexpr, KC_OUT: tl.constexpr, KC_FFN1: tl.constexpr, KC_FFN2: tl.constexpr,
+    KC_V0: tl.constexpr, KC_V1: tl.constexpr, KC_V2: tl.constexpr, KC_PROJ: tl.constexpr, KC_KEYT: tl.constexpr,
+    MCH: tl.constexpr, CROSS_ABSORBED: tl.constexpr,
+):
+    """Phases [phase_begin, phase_end) of the decode (see the module docstring); phase 0 projects the
+    memory (cached cross-attention only), then per step and layer: self-attention, cross-attention (one
+    phase cached; query, scores, value absorbed), feed-forward; then vocabulary hidden and vocabulary logits;
+    the last phase picks the final token."""
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    gw_ptr = w_ptr + GLOBAL_BASE
+    scr_ptr = scratch_ptr + pid * 3 * ROWS * D
+    part_size = B * QMAX * NPART * D
+    PER_LAYER: tl.constexpr = 5 if CROSS_ABSORBED else 3
+    PER_STEP: tl.constexpr = PER_LAYER * L + 2
+    last_phase = 1 + 4 * PER_STEP
+    for p in range(phase_begin, phase_end):
+        # Partial sums alternate between two buffers: a phase reads its predecessor's while writing its own.
+        part_in = part_ptr + (p % 2) * part_size
+        part_out = part_ptr + ((p + 1) % 2) * part_size
+        if p == 0:
+            if not CROSS_ABSORBED:
+                _project_memory_phase(pid, nprog, B, M, mem_ptr, mpos_ptr, mpos_bstride, w_ptr + LO_CROSS_W,
+                                      w_ptr + LO_CROSS_B, kv_cross_ptr, LAYER_SIZE, L, D, H, PR, PN, KC_PROJ)
+        elif p == last_phase:
+            _final_select_phase(pid, nprog, B, stats_ptr, NVC, tokens_ptr, probs_ptr, NVC_P2, ROWS)
+        else:
+            s = (p - 1) // PER_STEP
+            k = (p - 1) % PER_STEP
+            if k < PER_LAYER * L:
+                layer = k // PER_LAYER
+                kind = k % PER_LAYER
+                lw_ptr = w_ptr + layer * LAYER_SIZE
+                if kind == 0:
+                    _self_attention_phase(pid, nprog, s, layer, B, NPRE, prefix_ptr, emb_ptr, qpos_ptr, stats_ptr,
+                                          NVC, tokens_ptr, probs_ptr, lw_ptr, lw_ptr - LAYER_SIZE, gw_ptr, act_ptr,
+                                          part_in, part_out, kv_self_ptr, scr_ptr, LO_SELF_W, LO_SELF_B,
+                                          LO_SELF_OUT_W, LO_LIN2_B, LO_NORM3_W, GO_EMB_NORM_W, L, D, H, F, FC,
+                                          NPART, NVC_P2, ROWS, QMAX, KC_HEAD, KC_OUT)
+                elif kind == PER_LAYER - 1:
+                    _feed_forward_phase(pid, nprog, s, B, NPRE, lw_ptr, act_ptr, part_in, part_out, scr_ptr,
+                                        LO_CROSS_OUT_B, LO_LIN1_W, LO_LIN1_B, LO_LIN2_W, LO_NORM2_W, D, H, F, FC,
+                                        NPART, ROWS, QMAX, KC_FFN1, KC_FFN2)
+                elif CROSS_ABSORBED:
+                    if kind == 1:
+                        _cross_query_absorbed_phase(pid, nprog, s, B, NPRE, qpos_ptr, lw_ptr, act_ptr, part_in,
+                                                    qt_ptr, scr_ptr, LO_SELF_OUT_B, LO_CROSS_W, LO_CROSS_B,
+                                                    LO_NORM1_W, D, H, NPART, ROWS, QMAX, KC_HEAD, KC_KEYT)
+                    elif kind == 2:
+                        _cross_scores_absorbed_phase(pid, nprog, s, B, M, NPRE, mem_ptr, mpos_ptr, mpos_bstride,
+                                                     qt_ptr, ctx_ptr, cstats_ptr, D, H, QMAX, MCH)
+                    else:
+                        _cross_value_absorbed_phase(pid, nprog, s, B, M, NPRE, lw_ptr, part_out, ctx_ptr,
+                                                    cstats_ptr, scr_ptr, LO_CROSS_W, LO_CROSS_B, LO_CROSS_OUT_W,
+                                                    D, H, NPART, ROWS, QMAX, MCH, KC_HEAD, KC_OUT)
+                else:
+                    _cross_attention_cached_phase(pid, nprog, s, layer, B, M, NPRE, qpos_ptr, lw_ptr, act_ptr,
+                                                  part_in, part_out, kv_cross_ptr, scr_ptr, LO_SELF_OUT_B,
+                                                  LO_CROSS_W, LO_CROSS_B, LO_CROSS_OUT_W, LO_NORM1_W, D, H,
+                                                  NPART, ROWS, QMAX, MC, KC_HEAD, KC_OUT)
+            elif k == PER_LAYER * L:
+                _vocab_hidden_phase(pid, nprog, s, B, NPRE, w_ptr + (L - 1) * LAYER_SIZE, gw_ptr, act_ptr,
+                                    part_in, part_out, scr_ptr, LO_LIN2_B, LO_NORM3_W, GO_FINAL_NORM_W,
+                                    GO_VOCAB0_W, GO_VOCAB0_B, GO_VOCAB1_W, D, F, FC, HC, NPART, ROWS, QMAX,
+                                    KC_V0, KC_V1)
+            else:
+                _vocab_logits_phase(pid, nprog, s, B, NPRE, gw_ptr, window_ptr, use_window, store_logits,
+                                    logits_ptr, part_in, stats_ptr, NVC, scr_ptr, GO_VOCAB1_B, GO_VOCAB2_W,
+                                    GO_VOCAB2_B, D, V, BINS, HC, VC, NPART, NVC_P2, ROWS, QMAX, KC_V2)
+        if p + 1 < phase_end:
+            _grid_barrier(sync_ptr, (p - phase_begin + 1) * nprog)
+    if phase_end - phase_begin > 1:
+        # The last program out resets the counters for the next launch (and the next CUDA-graph replay).
+        tl.debug_barrier()
+        done = tl.atomic_add(sync_ptr + 1, 1, sem="acq_rel", scope="gpu")
+        if done == nprog - 1:
+            tl.atomic_xchg(sync_ptr, 0, sem="acq_rel", scope="gpu")
+            tl.atomic_xchg(sync_ptr + 1, 0, sem="acq_rel", scope="gpu")
+
+
+# ------------------------------------------------------------------------------------------------------
+# Host side
+# ------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DecoderShape:
+    """Shapes of the decoder the kernel is specialised for."""
+
+    dim: int
+    heads: int
+    ffn: int
+    layers: int
+    bins: int
+
+    @property
+    def vocab(self) -> int:
+        return self.bins + 2
+
+
+def _layer_fields(shape: DecoderShape) -> list[tuple[str, str, int]]:
+    """(kernel offset name, reference parameter name, size) of one layer's block in the weight pack."""
+    D, F = shape.dim, shape.ffn
+    return [
+        ("LO_SELF_W", "self_attn.in_proj_weight", 3 * D * D), ("LO_SELF_B", "self_attn.in_proj_bias", 3 * D),
+        ("LO_SELF_OUT_W", "self_attn.out_proj.weight", D * D), ("LO_SELF_OUT_B", "self_attn.out_proj.bias", D),
+        ("LO_CROSS_W", "multihead_attn.in_proj_weight", 3 * D * D),
+        ("LO_CROSS_B", "multihead_attn.in_proj_bias", 3 * D),
+        ("LO_CROSS_OUT_W", "multihead_attn.out_proj.weight", D * D),
+        ("LO_CROSS_OUT_B", "multihead_attn.out_proj.bias", D),
+        ("LO_LIN1_W", "linear1.weight", F * D), ("LO_LIN1_B", "linear1.bias", F),
+        ("LO_LIN2_W", "linear2.weight", D * F), ("LO_LIN2_B", "linear2.bias", D),
+        # Each norm's bias directly follows its weight: the kernel addresses it as weight + D.
+        ("LO_NORM1_W", "norm1.weight", D), (None, "norm1.bias", D),
+        ("LO_NORM2_W", "norm2.weight", D), (None, "norm2.bias", D),
+        ("LO_NORM3_W", "norm3.weight", D), (None, "norm3.bias", D),
+    ]
+
+
+def _global_fields(shape: DecoderShape) -> list[tuple[Optional[str], str, int]]:
+    """(kernel offset name, parameter name, size) of the pack's tail; 'decoder.' / 'vocab_embed.' prefixed."""
+    D, V = shape.dim, shape.vocab
+    return [
+        ("GO_EMB_NORM_W", "decoder.embedding.LayerNorm.weight", D), (None, "decoder.embedding.LayerNorm.bias", D),
+        ("GO_FINAL_NORM_W", "decoder.body.norm.weight", D), (None, "decoder.body.norm.bias", D),
+        ("GO_VOCAB0_W", "vocab_embed.layers.0.weight", D * D), ("GO_VOCAB0_B", "vocab_embed.layers.0.bias", D),
+        ("GO_VOCAB1_W", "vocab_embed.layers.1.weight", D * D), ("GO_VOCAB1_B", "vocab_embed.layers.1.bias", D),
+        ("GO_VOCAB2_W", "vocab_embed.layers.2.weight", V * D), ("GO_VOCAB2_B", "vocab_embed.layers.2.bias", V),
+    ]
+
+
+def pack_layout(shape: DecoderShape) -> dict[str, int]:
+    """Kernel offset constants of the packed weights: per-layer offsets (``LO_*``) within a block of
+    ``LAYER_SIZE`` floats, the decoder-wide tensors (``GO_*``) after the ``layers`` blocks at ``GLOBAL_BASE``."""
+    layout, offset = {}, 0
+    for name, _, size in _layer_fields(shape):
+        if name:
+            layout[name] = offset
+        offset += size
+    layout["LAYER_SIZE"] = offset
+    layout["GLOBAL_BASE"] = shape.layers * offset
+    offset = 0
+    for name, _, size in _global_fields(shape):
+        if name:
+            layout[name] = offset
+        offset += size
+    return layout
+
+
+def pack_weights(shape: DecoderShape, parameters: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One contiguous float32 buffer of the decoder and vocabulary-head weights in :func:`pack_layout` order.
+
+    ``parameters`` maps the reference names (``decoder.body.layers.0.norm1.weight``, ``vocab_embed...``) to
+    tensors, e.g. a state dict."""
+    pieces = []
+    for layer in range(shape.layers):
+        prefix = f"decoder.body.layers.{layer}."
+        pieces += [parameters[prefix + name].reshape(-1) for _, name, _ in _layer_fields(shape)]
+    pieces += [parameters[name].reshape(-1) for _, name, _ in _global_fields(shape)]
+    return torch.cat([p.detach().float() for p in pieces]).contiguous()
+
+
+def _pow2_at_most(n: int) -> int:
+    return 1 << (max(1, n).bit_length() - 1)
+
+
+def _k_chunk(k: int, n: int, rows: int) -> int:
+    """Reduction chunk of a (rows x n) product: tl.dot tiles of 32; the GEMV form holds an (n, chunk) weight
+    tile in registers. The interpreter pays per operation, not per register: one chunk."""
+    if _interpreting():
+        return k
+    if rows >= 16:
+        return min(k, 32)
+    return max(1, min(k, _pow2_at_most(8192 // n)))
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Tiling of one decode launch. ``rows``: rows (sample x prefix position) per unit, a power of two; 8 or
+    more when the prefix has several tokens; >= 16 uses tl.dot. ``programs``: programs of the grid."""
+
+    rows: int
+    programs: int
+    cross: str = "cached"
+    ffn_chunk: int = 32
+    hidden_chunk: int = 32
+    vocab_chunk: int = 32
+    memory_chunk: int = 32
+    num_warps: int = 8
+
+    def __post_init__(self) -> None:
+        if self.cross not in CROSS_MODES:
+            raise ValueError(f"cross must be one of {CROSS_MODES}, got {self.cross!r}")
+        for name in ("rows", "ffn_chunk", "hidden_chunk", "vocab_chunk", "memory_chunk"):
+            value = getattr(self, name)
+            if value < 1 or value & (value - 1):
+                raise ValueError(f"{name} must be a power of two, got {value}")
+
+
+def default_launch_config(batch: int, prefix_len: int, device: torch.device, persistent: bool) -> LaunchConfig:
+    """Rows per unit from the batch (GEMV tiles below 16 rows, tl.dot tiles from 16), one program per SM."""
+    rows = 1 if batch == 1 else min(16, 1 << (batch - 1).bit_length())
+    if prefix_len > 1:
+        rows = max(rows, QMAX)
+    if device.type == "cuda":
+        programs = torch.cuda.get_device_properties(device).multi_processor_count
+    else:
+        programs = 1 if persistent else 4
+    return LaunchConfig(rows=rows, programs=programs)
+
+
+class DecodeWorkspace:
+    """Static buffers of one decode shape (batch, memory tokens, prefix length, launch config): allocate once,
+    reuse across calls and CUDA-graph replays. Not shareable between concurrent decodes."""
+
+    def __init__(self, shape: DecoderShape, batch: int, memory_tokens: int, prefix_len: int,
+                 config: LaunchConfig, device: torch.device) -> None:
+        D, H, L = shape.dim, shape.heads, shape.layers
+        self.key = (shape, batch, memory_tokens, prefix_len, config, device)
+        self.n_vocab_chunks = triton.cdiv(shape.vocab, config.vocab_chunk)
+        self.n_parts = max(H, shape.ffn // config.ffn_chunk, D // config.hidden_chunk)
+        empty = lambda *size: torch.empty(size, device=device, dtype=torch.float32)  # noqa: E731
+        self.n_memory_chunks = triton.cdiv(memory_tokens, config.memory_chunk)
+        self.kv_self = empty(L, 2, batch, H, QMAX, D // H)
+        cached = config.cross == "cached"
+        # Cached cross-attention: projected memory per layer; absorbed: folded queries and chunk partials.
+        self.kv_cross = empty(L, 2, batch, H, memory_tokens, D // H) if cached else empty(1)
+        self.folded_queries = empty(1) if cached else empty(batch, QMAX, H, D)
+        self.chunk_sums = empty(1) if cached else empty(batch, self.n_memory_chunks, QMAX, H, D)
+        self.chunk_stats = empty(1) if cached else empty(batch, self.n_memory_chunks, QMAX, H, 2)
+        self.act = empty(3, batch, QMAX, D)
+        self.part = empty(2, batch, QMAX, self.n_parts, D)
+        self.stats = empty(batch, triton.next_power_of_2(self.n_vocab_chunks), 4)
+        self.scratch = empty(config.programs, 3, config.rows, D)
+        # Barrier counter, exit counter, error flag (a barrier gave up waiting), spare.
+        self.sync = torch.zeros(4, device=device, dtype=torch.int32)
+
+
+def phase_range(shape: DecoderShape, cross: str) -> tuple[int, int]:
+    """[first, end) phase indices of a decode; phase 0 (the memory projection) only with cached memory."""
+    per_layer = 3 if cross == "cached" else 5
+    return (0 if cross == "cached" else 1), 2 + NUM_STEPS * (per_layer * shape.layers + 2)
+
+
+def decode(weights: torch.Tensor, shape: DecoderShape, word_embeddings: torch.Tensor, query_pos: torch.Tensor,
+           memory: torch.Tensor, memory_pos: torch.Tensor, prefix: torch.Tensor, window: Optional[torch.Tensor],
+           *, persistent: bool = True, return_logits: bool = False, workspace: Optional[DecodeWorkspace] = None,
+           config: Optional[LaunchConfig] = None):
+    """Launch the decode. Inputs are assumed validated (see ``actrack_fast.fast_decoder``):
+
+    weights: :func:`pack_weights` buffer; word_embeddings (vocab, D); query_pos (>= K + 4, D);
+    memory (B, M, D) contiguous float32; memory_pos (1 or B, M, D); prefix (B, K + 1) int64;
+    window (bins,) float32 or None.
+    Returns tokens (B, 4) int64, probs (B, 4) float32 and, with ``return_logits``, logits (B, 4, vocab).
+    Launches only: no host synchronisation, so it can be captured in a CUDA graph once warm.
+    """
+    B, M, D = memory.shape
+    prefix_len = prefix.shape[1]
+    device = memory.device
+    if config is None:
+        config = default_launch_config(B, prefix_len, device, persistent)
+    if workspace is None or workspace.key != (shape, B, M, prefix_len, config, device):
+        workspace = DecodeWorkspace(shape, B, M, prefix_len, config, device)
+    tokens = torch.empty(B, NUM_STEPS, device=device, dtype=torch.int64)
+    probs = torch.empty(B, NUM_STEPS, device=device, dtype=torch.float32)
+    logits = torch.empty(B, NUM_STEPS, shape.vocab, device=device) if return_logits else probs
+    rows = config.rows
+    H, F = shape.heads, shape.ffn
+    DH = D // H
+    interpreting = _interpreting()
+    constants = dict(
+        pack_layout(shape), L=shape.layers, D=D, H=H, F=F, V=shape.vocab, BINS=shape.bins, ROWS=rows, QMAX=QMAX,
+        MC=min(triton.next_power_of_2(M), 8192 // DH),
+        FC=config.ffn_chunk, HC=config.hidden_chunk, VC=config.vocab_chunk,
+        PR=min(64, triton.next_power_of_2(M)) if interpreting else 32, PN=min(D, 128) if interpreting else 64,
+        NPART=workspace.n_parts, NVC_P2=triton.next_power_of_2(workspace.n_vocab_chunks),
+        KC_HEAD=_k_chunk(D, DH, rows), KC_OUT=_k_chunk(DH, D, rows), KC_FFN1=_k_chunk(D, config.ffn_chunk, rows),
+        KC_FFN2=_k_chunk(config.ffn_chunk, D, rows), KC_V0=_k_chunk(D, config.hidden_chunk, rows),
+        KC_V1=_k_chunk(config.hidden_chunk, D, rows), KC_V2=_k_chunk(D, config.vocab_chunk, rows),
+        KC_PROJ=D if interpreting else 32, KC_KEYT=_k_chunk(DH, D, rows), MCH=config.memory_chunk,
+        CROSS_ABSORBED=config.cross == "absorbed",
+    )
+    args = (
+        weights, word_embeddings, query_pos, memory, memory_pos, memory_pos.stride(0) if memory_pos.shape[0] > 1 else 0,
+        prefix, window if window is not None else probs,
+        workspace.kv_self, workspace.kv_cross, workspace.folded_queries, workspace.chunk_sums,
+        workspace.chunk_stats, workspace.act, workspace.part, workspace.stats, workspace.scratch,
+        workspace.sync, tokens, probs, logits,
+        B, M, prefix_len, workspace.n_vocab_chunks, int(window is not None), int(return_logits),
+    )
+    grid = (config.programs,)
+    first, end = phase_range(shape, config.cross)
+    if persistent:
+        _decode_kernel[grid](*args, first, end, num_warps=config.num_warps, **constants)
+    else:
+        for phase in range(first, end):
+            _decode_kernel[grid](*args, phase, phase + 1, num_warps=config.num_warps, **constants)
+    return (tokens, probs, logits) if return_logits else (tokens, probs)

@@ -1,0 +1,277 @@
+"""The Triton decode (kernels/decode.py, actrack_fast.fast_decoder) against the reference KV-cached decode.
+
+CPU: Triton's interpreter on the tiny decoder (hidden 128, 4 heads, FFN 512, 64 memory tokens), a few
+samples, NaN-poisoned work buffers. GPU (``cuda``): the B256 and L384 decoder shapes on 1,000 random frames,
+with and without the window, K = 0 and K = 4 prompt tokens, both cross-attention forms, single-frame paths,
+persistent and per-phase launches, CUDA-graph replay.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pytest
+import torch
+
+from actrack_fast import backend, build_model, fast_decoder
+from actrack_fast.config import get_config
+from actrack_fast.decoder import MLP, SeqTrackDecoder, sinusoid_table
+from actrack_fast.decoding import decode_cached
+from kernels import decode as kernels
+
+
+@dataclass
+class DecoderParts:
+    """What ACTrack hands its decode, without the encoder: decoder, vocabulary head, memory positions,
+    query positions (prompt positions first) and the Hanning window."""
+
+    decoder: SeqTrackDecoder
+    vocab_embed: MLP
+    memory_pos: torch.Tensor
+    query_pos: torch.Tensor
+    window: torch.Tensor
+    bins: int
+    memory_tokens: int
+    prompt_tokens: int
+
+    def prefix(self, batch: int, device) -> torch.Tensor:
+        start = torch.full((batch, 1), self.bins + 1, dtype=torch.long, device=device)
+        prompt = torch.randint(0, self.bins, (batch, self.prompt_tokens), device=device)
+        return torch.cat([prompt, start], dim=1)
+
+    def reference(self, memory, prefix, window: bool):
+        return decode_cached(self.decoder, self.vocab_embed, memory, self.memory_pos, prefix, self.query_pos,
+                             self.bins, self.window if window else None)
+
+    def reference_logits(self, memory, prefix, tokens) -> torch.Tensor:
+        """Teacher forcing on the decoded tokens: the logits each of the 4 steps saw, (B, 4, vocab)."""
+        sequence = torch.cat([prefix, tokens[:, :3]], dim=1)
+        hidden = self.decoder(sequence, memory, self.memory_pos, self.query_pos[: sequence.shape[1]])
+        return self.vocab_embed(hidden[:, self.prompt_tokens :])
+
+    def packed(self):
+        shape = fast_decoder._decoder_shape(self.decoder, self.vocab_embed, self.bins)
+        return shape, kernels.pack_weights(shape, fast_decoder._parameters(self.decoder, self.vocab_embed))
+
+
+def make_parts(name: str, prompt_tokens: int, device="cpu") -> DecoderParts:
+    cfg = get_config(name, prompt_tokens=prompt_tokens)
+    decoder = SeqTrackDecoder(cfg).eval()
+    vocab_embed = MLP(cfg.hidden_dim, cfg.hidden_dim, cfg.vocab_size, 3).eval()
+    positions = decoder.embedding.position_embeddings.weight.detach()
+    query_pos = torch.cat([torch.randn(prompt_tokens, cfg.hidden_dim) * 0.02, positions])
+    window = torch.from_numpy(np.hanning(cfg.bins)).float()
+    memory_pos = sinusoid_table(cfg.num_search_tokens, cfg.hidden_dim)[None]
+    parts = DecoderParts(decoder.to(device), vocab_embed.to(device), memory_pos.to(device), query_pos.to(device),
+                         window.to(device), cfg.bins, cfg.num_search_tokens, prompt_tokens)
+    return parts
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    assert torch.isfinite(actual).all(), "non-finite values"
+    return float((actual.double() - expected.double()).norm() / expected.double().norm())
+
+
+def run_kernel(parts: DecoderParts, memory, prefix, window: bool, config: kernels.LaunchConfig,
+               persistent: bool, poison: bool = False):
+    shape, weights = parts.packed()
+    workspace = kernels.DecodeWorkspace(shape, memory.shape[0], memory.shape[1], prefix.shape[1], config,
+                                        memory.device)
+    if poison:  # a read of anything not written this decode shows up as NaN
+        for buffer in vars(workspace).values():
+            if isinstance(buffer, torch.Tensor) and buffer.is_floating_point():
+                buffer.fill_(float("nan"))
+    tokens, probs, logits = kernels.decode(
+        weights.to(memory.device), shape, parts.decoder.embedding.word_embeddings.weight.detach(), parts.query_pos,
+        memory, parts.memory_pos, prefix, parts.window if window else None, persistent=persistent,
+        return_logits=True, workspace=workspace, config=config)
+    return tokens, probs, logits, workspace
+
+
+def assert_matches_reference(parts: DecoderParts, memory, prefix, window: bool, tokens, probs, logits):
+    with torch.no_grad():
+        expected = parts.reference(memory, prefix, window)
+        expected_logits = parts.reference_logits(memory, prefix, expected.tokens)
+    mismatched = (tokens != expected.tokens).any(dim=1)
+    assert not mismatched.any(), f"{int(mismatched.sum())} of {len(tokens)} samples decoded other tokens"
+    assert relative_error(probs, expected.probs) <= 1e-5
+    torch.testing.assert_close(probs, expected.probs, rtol=1e-5, atol=1e-9)
+    for step in range(4):
+        assert relative_error(logits[:, step], expected_logits[:, step]) <= 1e-5, f"step {step} logits"
+    # Distinct frames must decode differently, or a constant decoder would pass.
+    assert len({tuple(t) for t in tokens.tolist()}) > len(tokens) // 2
+
+
+# --- CPU: the interpreter ---------------------------------------------------------------------------------
+# Coarse chunks keep the interpreter's operation count (its cost) down; the GPU tests use the real tiling.
+INTERPRETER_TILING = dict(ffn_chunk=128, hidden_chunk=64, vocab_chunk=512, memory_chunk=32)
+
+
+@pytest.mark.parametrize("cross,persistent,prompt_tokens,window,batch,programs", [
+    ("cached", True, 0, True, 3, 1),
+    ("absorbed", False, 4, False, 2, 3),
+    ("absorbed", True, 0, True, 1, 1),
+])
+@torch.no_grad()
+def test_interpreter_matches_reference(cross, persistent, prompt_tokens, window, batch, programs):
+    parts = make_parts("tiny", prompt_tokens)
+    memory = torch.randn(batch, parts.memory_tokens, parts.decoder.embedding.word_embeddings.embedding_dim) * 2
+    prefix = parts.prefix(batch, "cpu")
+    rows = kernels.default_launch_config(batch, prefix.shape[1], memory.device, persistent).rows
+    config = kernels.LaunchConfig(rows=rows, programs=programs, cross=cross, **INTERPRETER_TILING)
+    tokens, probs, logits, workspace = run_kernel(parts, memory, prefix, window, config, persistent, poison=True)
+    assert_matches_reference(parts, memory, prefix, window, tokens, probs, logits)
+    assert workspace.sync.tolist() == [0, 0, 0, 0]  # barrier counters reset, no barrier gave up
+
+
+@torch.no_grad()
+def test_model_decode_dispatches_on_the_backend(monkeypatch):
+    model = build_model("tiny").eval()
+    memory = torch.randn(2, model.config.num_search_tokens, model.config.hidden_dim)
+    prefix = model.prefix(2, memory.device)
+    assert backend.select("decoder", "cpu") == "reference"  # auto never picks the interpreter
+    calls = []
+    fast = fast_decoder.decode
+    monkeypatch.setattr(fast_decoder, "decode", lambda *a, **k: calls.append(1) or fast(*a, **k))
+    expected = model.decode(memory, prefix)
+    assert not calls
+    with backend.use_backend("triton", ops=("decoder",)):
+        result = model.decode(memory, prefix)
+        recomputed = model.decode(memory, prefix, method="recompute")  # SeqTrack's loop stays the reference
+    assert len(calls) == 1
+    assert torch.equal(result.tokens, expected.tokens) and torch.equal(recomputed.tokens, expected.tokens)
+    torch.testing.assert_close(result.probs, expected.probs, rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(result.boxes, expected.boxes)
+
+
+def test_drop_in_decoder_has_the_reference_keys_and_picks_the_reference_on_cpu():
+    cfg = get_config("tiny")
+    reference = SeqTrackDecoder(cfg).eval()
+    fast = fast_decoder.FastSeqTrackDecoder(cfg).eval()
+    assert fast.state_dict().keys() == reference.state_dict().keys()
+    fast.load_state_dict(reference.state_dict(), strict=True)
+    parts = make_parts("tiny", 0)
+    memory = torch.randn(3, parts.memory_tokens, cfg.hidden_dim)
+    prefix = parts.prefix(3, "cpu")
+    out = fast.generate(parts.vocab_embed, memory, parts.memory_pos, prefix, parts.query_pos, cfg.bins)
+    expected = decode_cached(reference, parts.vocab_embed, memory, parts.memory_pos, prefix, parts.query_pos,
+                             cfg.bins)
+    assert torch.equal(out.tokens, expected.tokens)
+
+
+def test_backend_is_explicit_only_on_cpu(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert backend.select("decoder", "cpu", "triton") == "triton"
+    assert backend.select("decoder", "cpu") == "reference"
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
+        backend.select("decoder", "cpu", "triton")
+
+
+def test_weights_are_repacked_when_a_parameter_changes():
+    parts = make_parts("tiny", 0)
+    shape = fast_decoder._decoder_shape(parts.decoder, parts.vocab_embed, parts.bins)
+    first = fast_decoder._prepare(parts.decoder, parts.vocab_embed, shape, torch.device("cpu")).weights.clone()
+    again = fast_decoder._prepare(parts.decoder, parts.vocab_embed, shape, torch.device("cpu")).weights
+    assert torch.equal(first, again)
+    with torch.no_grad():
+        parts.decoder.body.layers[1].norm3.bias.add_(1.0)
+    repacked = fast_decoder._prepare(parts.decoder, parts.vocab_embed, shape, torch.device("cpu")).weights
+    layout = kernels.pack_layout(shape)
+    bias = layout["GLOBAL_BASE"] - shape.dim  # the last layer's norm3 bias closes the layer blocks
+    assert torch.equal(repacked[bias : bias + shape.dim], parts.decoder.body.layers[1].norm3.bias)
+    assert not torch.equal(first, repacked)
+
+
+@pytest.mark.parametrize("change,error,match", [
+    (dict(memory=torch.randn(2, 64)), ValueError, "memory must have shape"),
+    (dict(memory=torch.randn(2, 64, 96)), ValueError, "memory must have shape"),
+    (dict(memory_pos=torch.randn(3, 64, 128)), ValueError, "memory_pos must have batch size"),
+    (dict(memory_pos=torch.randn(1, 32, 128)), ValueError, "memory_pos must have shape"),
+    (dict(prefix=torch.zeros(2, 1, dtype=torch.int32)), TypeError, "prefix must hold int64"),
+    (dict(prefix=torch.zeros(2, 7, dtype=torch.long)), ValueError, "at most 4 prompt tokens"),
+    (dict(prefix=torch.zeros(3, 1, dtype=torch.long)), ValueError, "prefix must have shape"),
+    (dict(query_pos=torch.randn(3, 128)), ValueError, "query_pos must have at least 4 rows"),
+    (dict(window=torch.ones(100)), ValueError, "window must have shape"),
+    (dict(memory=np.zeros((2, 64, 128))), TypeError, "memory must be a torch.Tensor"),
+])
+def test_bad_input_is_named(change, error, match):
+    parts = make_parts("tiny", 0)
+    args = dict(memory=torch.randn(2, 64, 128), memory_pos=parts.memory_pos, prefix=parts.prefix(2, "cpu"),
+                query_pos=parts.query_pos, window=parts.window)
+    args.update(change)
+    with pytest.raises(error, match=match):
+        fast_decoder.decode(parts.decoder, parts.vocab_embed, args["memory"], args["memory_pos"], args["prefix"],
+                            args["query_pos"], parts.bins, args["window"])
+
+
+def test_launch_config_is_checked():
+    with pytest.raises(ValueError, match="rows must be a power of two"):
+        kernels.LaunchConfig(rows=3, programs=1)
+    with pytest.raises(ValueError, match="cross must be one of"):
+        kernels.LaunchConfig(rows=1, programs=1, cross="projected")
+
+
+# --- GPU ---------------------------------------------------------------------------------------------------
+@pytest.fixture
+def exact_fp32():
+    """The reference must run in true float32 (no tf32 matmuls)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["B256", "L384"])
+@pytest.mark.parametrize("prompt_tokens", [0, 4])
+@torch.no_grad()
+def test_gpu_identical_tokens_on_1000_random_frames(name, prompt_tokens, exact_fp32):
+    parts = make_parts(name, prompt_tokens, "cuda")
+    memory = torch.randn(1000, parts.memory_tokens, 256, device="cuda")
+    prefix = parts.prefix(1000, "cuda")
+    for window in (True, False):
+        for cross in kernels.CROSS_MODES:
+            config = replace(kernels.default_launch_config(1000, prefix.shape[1], memory.device, True), cross=cross)
+            tokens, probs, logits, workspace = run_kernel(parts, memory, prefix, window, config, True, poison=True)
+            assert_matches_reference(parts, memory, prefix, window, tokens, probs, logits)
+            assert workspace.sync.tolist() == [0, 0, 0, 0]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("prompt_tokens", [0, 4])
+@torch.no_grad()
+def test_gpu_single_frame_paths(prompt_tokens, exact_fp32):
+    """B = 1 (GEMV tiles), both cross-attention forms, one launch and one launch per phase, 20 frames."""
+    parts = make_parts("B256", prompt_tokens, "cuda")
+    frames = torch.randn(20, 1, parts.memory_tokens, 256, device="cuda")
+    prefixes = [parts.prefix(1, "cuda") for _ in frames]
+    for cross in kernels.CROSS_MODES:
+        for persistent in (True, False):
+            config = replace(kernels.default_launch_config(1, prompt_tokens + 1, frames.device, persistent),
+                             cross=cross)
+            results = [run_kernel(parts, m, p, True, config, persistent) for m, p in zip(frames, prefixes)]
+            tokens, probs, logits = (torch.cat([r[i] for r in results]) for i in range(3))
+            assert_matches_reference(parts, frames[:, 0], torch.cat(prefixes), True, tokens, probs, logits)
+            assert all(r[3].sync.tolist() == [0, 0, 0, 0] for r in results)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("batch", [1, 64])
+@torch.no_grad()
+def test_gpu_cuda_graph_replay_matches_eager(batch, exact_fp32):
+    parts = make_parts("B256", 0, "cuda")
+    static_memory = torch.randn(batch, parts.memory_tokens, 256, device="cuda")
+    prefix = parts.prefix(batch, "cuda")
+    run = lambda: fast_decoder.decode(parts.decoder, parts.vocab_embed, static_memory, parts.memory_pos,  # noqa: E731
+                                      prefix, parts.query_pos, parts.bins, parts.window)
+    run()  # compile, pack, allocate: outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = run()
+    for _ in range(3):
+        static_memory.copy_(torch.randn_like(static_memory))
+        graph.replay()
+        eager = run()
+        assert torch.equal(captured.tokens, eager.tokens)
+        assert torch.equal(captured.probs, eager.probs)
