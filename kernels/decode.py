@@ -45,7 +45,7 @@ import triton.language as tl
 
 QMAX = 8  # rows per sample in a step (prompt + start, padded) and self-attention cache length (K + 4 <= 8)
 NUM_STEPS = 4  # cx, cy, w, h
-SPIN_LIMIT = 1 << 22  # barrier polls before a program gives up and flags an error instead of hanging
+SPIN_LIMIT = tl.constexpr(1 << 20)  # barrier polls (~1 s) before a program flags an error instead of hanging
 LN_EPS = 1e-5  # nn.LayerNorm default, as in the reference decoder
 CROSS_MODES = ("cached", "absorbed")
 
@@ -190,8 +190,8 @@ def _grid_barrier(sync_ptr, target):
     tl.debug_barrier()  # every thread's global writes are issued before the release below
     tl.atomic_add(sync_ptr, 1, sem="release", scope="gpu")
     seen = tl.atomic_add(sync_ptr, 0, sem="acquire", scope="gpu")
-    polls = 0
-    while (seen < target) & (polls < 4194304):
+    polls = seen * 0
+    while (seen < target) & (polls < SPIN_LIMIT):
         seen = tl.atomic_add(sync_ptr, 0, sem="acquire", scope="gpu")
         polls += 1
     if seen < target:
@@ -622,7 +622,10 @@ def _final_select_phase(pid, nprog, B, stats_ptr, NVC, tokens_ptr, probs_ptr, NV
         tl.store(probs_ptr + b * 4 + 3, prob, mask=valid)
 
 
-@triton.jit
+# Runtime sizes and phase bounds stay plain integers: specialising on them (== 1, divisible by 16) would
+# compile a new kernel per batch size and per phase launch.
+@triton.jit(do_not_specialize=["mpos_bstride", "B", "M", "NPRE", "NVC", "use_window", "store_logits",
+                               "phase_begin", "phase_end"])
 def _decode_kernel(
     w_ptr, emb_ptr, qpos_ptr, mem_ptr, mpos_ptr, mpos_bstride, prefix_ptr, window_ptr,
     kv_self_ptr, kv_cross_ptr, qt_ptr, ctx_ptr, cstats_ptr, act_ptr, part_ptr, stats_ptr, scratch_ptr, sync_ptr,

@@ -1,0 +1,155 @@
+"""The 4-token coordinate decode: Triton (kernels/decode.py) against the PyTorch decodes, all in CUDA graphs.
+
+Decoder shapes B256 (256 memory tokens) and L384 (576), B = 1 and 64 targets, K = 0, window on, float32.
+Variants: ``recompute`` (SeqTrack's loop, four full decoder passes) and ``cached`` (the KV-cached reference)
+in PyTorch; ``triton`` (the default: one persistent launch, cross-attention form by batch size),
+``triton-other`` (the other cross-attention form), ``triton-phases`` (one launch per phase) and, at B = 1,
+``triton-pN`` (a persistent grid of N programs instead of one per SM).
+
+Two times per case, each the median over ROUNDS of CUDA-event intervals:
+``warm_us``: a graph of INNER back-to-back decodes, replayed, divided by INNER (weights and memory stay in
+L2, as in a loop of decodes); ``cold_us``: one decode after a 256 MB write that evicts L2 (as after the
+encoder in a tracker). pytest-benchmark's statistics are the host wall time of a warm round. Results and
+ratios against the PyTorch decodes of the same run go to ``$DECODE_BENCH_OUT`` (default benchmarks/results)
+as decode_bench.json and decode_bench.md.
+
+    pytest benchmarks/test_bench_decode.py --benchmark-json=decode_pytest_benchmark.json
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import statistics
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+import triton
+
+from actrack_fast import fast_decoder
+from actrack_fast.decoding import decode_cached, decode_recompute
+from kernels import decode as kernels
+from tests.test_decode_triton import make_parts
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+INNER = 20
+ROUNDS = 30
+FLUSH_BYTES = 256 << 20
+RESULTS: list[dict] = []
+
+
+def _triton_step(parts, memory, prefix, cross: str, persistent: bool, programs: int | None):
+    shape, weights = parts.packed()
+    config = kernels.default_launch_config(memory.shape[0], prefix.shape[1], memory.device, persistent)
+    config = replace(config, cross=cross, programs=programs or config.programs)
+    workspace = kernels.DecodeWorkspace(shape, memory.shape[0], memory.shape[1], prefix.shape[1], config,
+                                        memory.device)
+    embeddings = parts.decoder.embedding.word_embeddings.weight.detach()
+
+    def step():
+        return kernels.decode(weights, shape, embeddings, parts.query_pos, memory, parts.memory_pos, prefix,
+                              parts.window, persistent=persistent, workspace=workspace, config=config)
+    return step, workspace
+
+
+def make_step(variant: str, parts, memory, prefix):
+    """A no-argument decode of ``variant`` and the Triton workspace (None for the PyTorch decodes)."""
+    if variant in ("recompute", "cached"):
+        fn = decode_recompute if variant == "recompute" else decode_cached
+        return (lambda: fn(parts.decoder, parts.vocab_embed, memory, parts.memory_pos, prefix, parts.query_pos,
+                           parts.bins, parts.window)), None
+    default = "absorbed" if memory.shape[0] >= fast_decoder.ABSORBED_FROM_BATCH else "cached"
+    other = "cached" if default == "absorbed" else "absorbed"
+    cross = other if variant == "triton-other" else default
+    programs = int(variant[len("triton-p"):]) if variant.startswith("triton-p") and variant[8:].isdigit() else None
+    return _triton_step(parts, memory, prefix, cross, variant != "triton-phases", programs)
+
+
+def capture(step, count: int) -> torch.cuda.CUDAGraph:
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()
+        step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(count):
+            step()
+    return graph
+
+
+def event_median_us(run, before=None) -> float:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(ROUNDS):
+        if before is not None:
+            before()
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1000)
+    return statistics.median(times)
+
+
+CASES = [(shape, batch, variant)
+         for shape in ("B256", "L384")
+         for batch in (1, 64)
+         for variant in ("recompute", "cached", "triton", "triton-other", "triton-phases")]
+CASES += [("B256", 1, "triton-p64"), ("B256", 1, "triton-p32")]
+
+
+@pytest.mark.parametrize("shape,batch,variant", CASES, ids=[f"{s}-B{b}-{v}" for s, b, v in CASES])
+@torch.no_grad()
+def test_decode(benchmark, shape, batch, variant):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.manual_seed(0)
+    parts = make_parts(shape, 0, "cuda")
+    memory = torch.randn(batch, parts.memory_tokens, 256, device="cuda")
+    prefix = parts.prefix(batch, "cuda")
+    step, workspace = make_step(variant, parts, memory, prefix)
+    warm = capture(step, INNER)
+    cold = capture(step, 1)
+    flush = torch.empty(FLUSH_BYTES // 4, device="cuda")
+    warm_us = event_median_us(warm.replay) / INNER
+    cold_us = event_median_us(cold.replay, before=flush.zero_)
+    if workspace is not None:
+        assert workspace.sync.tolist() == [0, 0, 0, 0], "a grid barrier gave up waiting"
+
+    def timed_round():
+        warm.replay()
+        torch.cuda.synchronize()
+
+    benchmark.pedantic(timed_round, rounds=ROUNDS, iterations=1, warmup_rounds=2)
+    record = dict(shape=shape, batch=batch, variant=variant, warm_us=round(warm_us, 2), cold_us=round(cold_us, 2))
+    benchmark.extra_info.update(record)
+    RESULTS.append(record)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def write_results():
+    yield
+    if not RESULTS:
+        return
+    out = Path(os.environ.get("DECODE_BENCH_OUT", "benchmarks/results"))
+    out.mkdir(parents=True, exist_ok=True)
+    base = {(r["shape"], r["batch"], r["variant"]): r for r in RESULTS}
+    lines = ["| shape | B | variant | warm us | cold us | vs cached (warm) | vs recompute (warm) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in RESULTS:
+        cached = base.get((r["shape"], r["batch"], "cached"))
+        recompute = base.get((r["shape"], r["batch"], "recompute"))
+        r["speedup_vs_cached"] = round(cached["warm_us"] / r["warm_us"], 2) if cached else None
+        r["speedup_vs_recompute"] = round(recompute["warm_us"] / r["warm_us"], 2) if recompute else None
+        lines.append(f"| {r['shape']} | {r['batch']} | {r['variant']} | {r['warm_us']:.1f} | {r['cold_us']:.1f} | "
+                     f"{r['speedup_vs_cached']}x | {r['speedup_vs_recompute']}x |")
+    meta = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
+                date=datetime.date.today().isoformat(), inner=INNER, rounds=ROUNDS, dtype="float32")
+    (out / "decode_bench.json").write_text(json.dumps(dict(meta=meta, results=RESULTS), indent=1))
+    header = f"Decode benchmark, {meta['device']}, torch {meta['torch']}, triton {meta['triton']}, {meta['date']}"
+    (out / "decode_bench.md").write_text("\n".join([header, ""] + lines) + "\n")
+    print("\n" + header + "\n" + "\n".join(lines))
