@@ -41,7 +41,7 @@ EOF
 start=$(date +%s)
 for variant in "1 0 cached" "1 0 absorbed" "1 4 cached" "1 4 absorbed" "64 0 cached" "64 0 absorbed"; do
     # shellcheck disable=SC2086
-    timeout 240 python3 "$SMOKE" $variant > "$OUT/decode_smoke_${variant// /_}.log" 2>&1 &
+    timeout "${SMOKE_LIMIT:-150}" python3 "$SMOKE" $variant > "$OUT/decode_smoke_${variant// /_}.log" 2>&1 &
 done
 wait
 cat "$OUT"/decode_smoke_*.log | grep -E "smoke|Error|error" | head -40
