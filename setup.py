@@ -67,16 +67,18 @@ def extension_build():
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0+PTX")
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
-    # -fopenmp: at::parallel_for is inline and parallelises only in code compiled with OpenMP.
+    # -fopenmp: at::parallel_for is inline and parallelises only in code compiled with OpenMP. -lstdc++: the link
+    # may run through the C driver of Python's LDSHARED, which leaves libstdc++ out of the library's dependencies.
+    link_args = ["-fopenmp", "-lstdc++"]
     sources = ["csrc/module.cpp", "csrc/xcorr.cpp", *sorted(glob.glob("csrc/cpu/*.cpp"))]
     compile_args = {"cxx": ["-O3", "-fopenmp"]}
     if with_cuda:
         sources += sorted(glob.glob("csrc/cuda/*.cu"))
         compile_args["nvcc"] = ["-O3", "-lineinfo"]
         extension = CUDAExtension(EXTENSION, sources, define_macros=[("WITH_CUDA", None)],
-                                  extra_compile_args=compile_args, extra_link_args=["-fopenmp"])
+                                  extra_compile_args=compile_args, extra_link_args=link_args)
     else:
-        extension = CppExtension(EXTENSION, sources, extra_compile_args=compile_args, extra_link_args=["-fopenmp"])
+        extension = CppExtension(EXTENSION, sources, extra_compile_args=compile_args, extra_link_args=link_args)
     return [extension], {"build_ext": BuildExtension}
 
 

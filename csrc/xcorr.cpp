@@ -9,6 +9,15 @@
 #include <vector>
 
 namespace actrack_fast {
+
+std::string shape_string(at::IntArrayRef sizes) {
+  std::string text = "[";
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    text += (i ? ", " : "") + std::to_string(sizes[i]);
+  }
+  return text + "]";
+}
+
 namespace {
 
 bool is_supported_dtype(at::ScalarType dtype) {
@@ -16,7 +25,8 @@ bool is_supported_dtype(at::ScalarType dtype) {
 }
 
 void check_operand(const at::Tensor& t, const char* name, c10::DeviceType device) {
-  TORCH_CHECK(t.dim() == 4, "xcorr_depthwise: ", name, " must have shape (B, C, H, W), got ", t.sizes());
+  TORCH_CHECK(t.dim() == 4, "xcorr_depthwise: ", name, " must have shape (B, C, H, W), got ",
+              shape_string(t.sizes()));
   TORCH_CHECK(t.device().type() == device, "xcorr_depthwise: ", name, " is on ", t.device(),
               " but this kernel runs on ", device, " tensors");
   TORCH_CHECK(is_supported_dtype(t.scalar_type()), "xcorr_depthwise: unsupported dtype ", t.scalar_type(), " of ",
@@ -34,12 +44,13 @@ XcorrGeometry check_xcorr(const at::Tensor& search, const at::Tensor& kernel, c1
               " but kernel is on ", kernel.device());
   TORCH_CHECK(search.scalar_type() == kernel.scalar_type(), "xcorr_depthwise: search is ", search.scalar_type(),
               " but kernel is ", kernel.scalar_type(), "; both must share one dtype");
-  TORCH_CHECK(search.size(0) == kernel.size(0), "xcorr_depthwise: search has batch size B = ", search.size(0),
-              " but kernel has B = ", kernel.size(0));
-  TORCH_CHECK(search.size(1) == kernel.size(1), "xcorr_depthwise: search has C = ", search.size(1),
-              " channels but kernel has C = ", kernel.size(1));
+  TORCH_CHECK(search.size(0) == kernel.size(0), "xcorr_depthwise: search has batch size B = ",
+              std::to_string(search.size(0)), " but kernel has B = ", std::to_string(kernel.size(0)));
+  TORCH_CHECK(search.size(1) == kernel.size(1), "xcorr_depthwise: search has C = ", std::to_string(search.size(1)),
+              " channels but kernel has C = ", std::to_string(kernel.size(1)));
   TORCH_CHECK(search.size(2) > 0 && search.size(3) > 0 && kernel.size(2) > 0 && kernel.size(3) > 0,
-              "xcorr_depthwise: empty spatial size, search ", search.sizes(), ", kernel ", kernel.sizes());
+              "xcorr_depthwise: empty spatial size, search ", shape_string(search.sizes()), ", kernel ",
+              shape_string(kernel.sizes()));
   const bool same = padding == "same";
   TORCH_CHECK(same || padding == "valid", "xcorr_depthwise: padding must be 'same' or 'valid', got '", padding, "'");
 
@@ -56,8 +67,9 @@ XcorrGeometry check_xcorr(const at::Tensor& search, const at::Tensor& kernel, c1
     g.out_h = g.in_h;
     g.out_w = g.in_w;
   } else {
-    TORCH_CHECK(g.k_h <= g.in_h && g.k_w <= g.in_w, "xcorr_depthwise: kernel (h, w) = (", g.k_h, ", ", g.k_w,
-                ") is larger than search (H, W) = (", g.in_h, ", ", g.in_w, ") with padding='valid'");
+    TORCH_CHECK(g.k_h <= g.in_h && g.k_w <= g.in_w, "xcorr_depthwise: kernel (h, w) = (", std::to_string(g.k_h),
+                ", ", std::to_string(g.k_w), ") is larger than search (H, W) = (", std::to_string(g.in_h), ", ",
+                std::to_string(g.in_w), ") with padding='valid'");
     g.pad_top = 0;
     g.pad_left = 0;
     g.out_h = g.in_h - g.k_h + 1;
@@ -75,7 +87,7 @@ XcorrGeometry check_xcorr_backward(const at::Tensor& grad_output, const at::Tens
               ") must match search (", search.scalar_type(), " on ", search.device(), ")");
   const std::vector<int64_t> expected{g.batch, g.channels, g.out_h, g.out_w};
   TORCH_CHECK(grad_output.sizes() == at::IntArrayRef(expected), "xcorr_depthwise_backward: grad_output has shape ",
-              grad_output.sizes(), ", expected ", at::IntArrayRef(expected));
+              shape_string(grad_output.sizes()), ", expected ", shape_string(expected));
   return g;
 }
 

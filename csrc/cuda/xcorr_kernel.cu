@@ -19,6 +19,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <string>
 
 namespace actrack_fast {
 namespace {
@@ -87,8 +88,9 @@ Tiling make_tiling(const Problem& p, size_t acc_bytes, bool with_grad_tile) {
     } else if (t.tile_w > 1) {
       t.tile_w /= 2;
     } else {
-      TORCH_CHECK(false, "xcorr_depthwise: a ", p.k_h, "x", p.k_w, " kernel is too large for the CUDA kernels, ",
-                  "which keep it in ", kMaxSharedBytes / 1024, " KB of shared memory per block");
+      TORCH_CHECK(false, "xcorr_depthwise: a ", std::to_string(p.k_h), "x", std::to_string(p.k_w),
+                  " kernel is too large for the CUDA kernels, which keep it in ",
+                  std::to_string(kMaxSharedBytes / 1024), " KB of shared memory per block");
     }
   }
   t.tiles_x = ceil_div(p.out_w, t.tile_w);
