@@ -1,13 +1,15 @@
 """Batched tracking: N targets, in one video or in N videos, with one encoder and one decoder call per frame.
 
-Each target keeps its own box, frame counter and template list (SeqTrack's procedure, spec section 6);
-the batch holds them as rows of device tensors, so a frame costs one crop gather, one ``model.generate``
-and one device-to-host copy of the N boxes and confidences, whatever N is.
+Each target keeps its own box, frame counter and template list (SeqTrack's procedure, spec section 6):
+boxes as rows of a float64 host array, templates as rows of a device tensor. A frame costs one copy of
+the crop taps to the device, one crop gather, one ``model.generate`` and one device-to-host copy of the
+N predicted boxes and confidences, whatever N is.
 """
 from __future__ import annotations
 
 from typing import Any, Hashable, Mapping, NamedTuple, Optional, Sequence, Union
 
+import numpy as np
 import torch
 
 from .preprocessing import (
@@ -75,7 +77,7 @@ class BatchTracker:
         T, St = self.config.num_templates, self.config.template_size
         self._ids: list[Hashable] = []
         self._frame_counts: list[int] = []
-        self._boxes = torch.empty(0, 4, dtype=torch.float64, device=self.device)
+        self._boxes = np.empty((0, 4), dtype=np.float64)
         self._templates = torch.empty(0, T, 3, St, St, device=self.device)
         self._next_id = 0
 
@@ -104,11 +106,11 @@ class BatchTracker:
             raise ValueError(f"target_id {target_id!r} is already being tracked")
         frame = as_image(image, self.device)
         values = check_box(box, frame.shape[0], frame.shape[1], self.config.template_factor)
-        boxes = torch.tensor([values], dtype=torch.float64, device=self.device)
-        template = self._crop([frame], boxes, torch.zeros(1, dtype=torch.long, device=self.device), template=True)
+        boxes = np.asarray([values], dtype=np.float64)
+        template = self._crop([frame], boxes, [0], template=True)
         templates = template[:, None].expand(-1, self.config.num_templates, -1, -1, -1)
         self._templates = torch.cat([self._templates, templates])
-        self._boxes = torch.cat([self._boxes, boxes])
+        self._boxes = np.concatenate([self._boxes, boxes])
         self._ids.append(target_id)
         self._frame_counts.append(0)
         return target_id
@@ -117,9 +119,8 @@ class BatchTracker:
         """Stop tracking a target."""
         slot = self._slot(target_id)
         keep = [i for i in range(len(self._ids)) if i != slot]
-        index = torch.tensor(keep, dtype=torch.long, device=self.device)
-        self._templates = self._templates[index]
-        self._boxes = self._boxes[index]
+        self._templates = self._templates[torch.tensor(keep, dtype=torch.long, device=self.device)]
+        self._boxes = self._boxes[keep]
         del self._ids[slot], self._frame_counts[slot]
 
     def _slot(self, target_id: Hashable) -> int:
@@ -142,28 +143,29 @@ class BatchTracker:
         if not self._ids:
             raise RuntimeError("no targets to track: add() one first")
         images, image_index = self._frames_per_target(frames)
-        sizes = torch.tensor([images[i].shape[:2] for i in image_index], dtype=torch.float64)
-        image_index = torch.tensor(image_index, dtype=torch.long, device=self.device)
-        heights, widths = sizes.to(self.device).unbind(-1)
+        heights, widths = np.asarray([images[i].shape[:2] for i in image_index], dtype=np.float64).T
         cfg = self.config
 
         previous = self._boxes
         crops, geometry = crop_and_resize(images, previous, cfg.search_factor, cfg.search_size, image_index)
-        prompt = boxes_in_crop(previous, previous, geometry, cfg.search_size).float() if cfg.prompt_tokens else None
+        prompt = None
+        if cfg.prompt_tokens:
+            prompt = torch.from_numpy(boxes_in_crop(previous, previous, geometry, cfg.search_size)).float()
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
             result = self.model.generate(normalize_crops(crops), self._templates, prompt, window=self.settings.window)
-        boxes = map_boxes_back(result.boxes, previous, geometry, cfg.search_size)
+        # The one device-to-host copy: predicted boxes and SeqTrack's float32 sum of token probabilities.
+        host = torch.cat([result.boxes.float(), result.probs.float().sum(dim=-1, keepdim=True)], 1).cpu().numpy()
+        boxes = map_boxes_back(host[:, :4], previous, geometry, cfg.search_size)
         self._boxes = clip_boxes(boxes, heights, widths, self.settings.margin)
-        # SeqTrack sums the float32 probabilities and scales by 10 in double.
-        confidence = result.probs.float().sum(dim=-1).double() * 10
-        host = torch.cat([self._boxes, confidence[:, None]], dim=1).cpu().tolist()
+        confidences = host[:, 4].astype(np.float64) * 10  # scaled by 10 in double, as SeqTrack does
 
         self._frame_counts = [count + 1 for count in self._frame_counts]
-        due = [i for i, (count, row) in enumerate(zip(self._frame_counts, host))
-               if self.settings.should_update(count, row[4], cfg.num_templates)]
+        due = [i for i, (count, confidence) in enumerate(zip(self._frame_counts, confidences))
+               if self.settings.should_update(count, confidence, cfg.num_templates)]
         if due:
             self._update_templates(images, image_index, due)
-        return {target: TrackResult(tuple(row[:4]), row[4]) for target, row in zip(self._ids, host)}
+        return {target: TrackResult(tuple(box), confidence)
+                for target, box, confidence in zip(self._ids, self._boxes.tolist(), confidences.tolist())}
 
     def _frames_per_target(self, frames) -> tuple[list[torch.Tensor], list[int]]:
         """Distinct images on the device and, per target, the index of its image."""
@@ -185,17 +187,17 @@ class BatchTracker:
             index.append(seen[id(image)])
         return images, index
 
-    def _crop(self, images: list[torch.Tensor], boxes: torch.Tensor, image_index: torch.Tensor,
+    def _crop(self, images: list[torch.Tensor], boxes: np.ndarray, image_index: Sequence[int],
               template: bool) -> torch.Tensor:
         cfg = self.config
         factor, size = (cfg.template_factor, cfg.template_size) if template else (cfg.search_factor, cfg.search_size)
         crops, _ = crop_and_resize(images, boxes, factor, size, image_index)
         return normalize_crops(crops)
 
-    def _update_templates(self, images: list[torch.Tensor], image_index: torch.Tensor, due: list[int]) -> None:
+    def _update_templates(self, images: list[torch.Tensor], image_index: list[int], due: list[int]) -> None:
         """Append a template cropped at the new box and drop the oldest non-initial one (the first
         template, from the initial frame, is always kept)."""
+        new = self._crop(images, self._boxes[due], [image_index[i] for i in due], template=True)
         rows = torch.tensor(due, dtype=torch.long, device=self.device)
-        new = self._crop(images, self._boxes[rows], image_index[rows], template=True)
         self._templates[rows, 1:-1] = self._templates[rows, 2:]
         self._templates[rows, -1] = new

@@ -144,7 +144,7 @@ def test_model_generate_alone(benchmark, model, targets, dtype):
 @pytest.mark.parametrize("targets", [1, TARGETS])
 def test_search_crop_alone(benchmark, model, video, targets):
     _, frames, truth = video
-    boxes = torch.tensor(np.stack(starts(truth, targets)), dtype=torch.float64, device=DEVICE)
+    boxes = np.stack(starts(truth, targets))
 
     def run():
         crops, _ = crop_and_resize(frames[0], boxes, 4.0, model.config.search_size)

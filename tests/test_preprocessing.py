@@ -56,8 +56,7 @@ def test_crop_matches_opencv(size, factor):
     for H, W in [(23, 31), (64, 48), (90, 120)]:
         image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
         boxes = random_boxes(rng, H, W, 12)
-        crops, geometry = crop_and_resize(torch.from_numpy(image), torch.tensor(boxes, dtype=torch.float64),
-                                          factor, size)
+        crops, geometry = crop_and_resize(torch.from_numpy(image), boxes, factor, size)
         for i, box in enumerate(boxes):
             expected, resize_factor = opencv_crop(image, box, factor, size)
             got = crops[i].numpy()
@@ -73,7 +72,7 @@ def test_crop_matches_opencv(size, factor):
 def test_crop_fully_outside_is_zero_and_inside_matches_plain_resize():
     rng = np.random.default_rng(1)
     image = rng.integers(1, 256, (40, 50, 3), dtype=np.uint8)
-    boxes = torch.tensor([[200.0, 10, 8, 8], [-60, -70, 10, 12], [10, 10, 10, 10]], dtype=torch.float64)
+    boxes = [[200.0, 10, 8, 8], [-60, -70, 10, 12], [10, 10, 10, 10]]
     crops, geometry = crop_and_resize(torch.from_numpy(image), boxes, 2.0, 24)
     assert crops[:2].sum() == 0
     x1, y1, side = geometry.x1[2].item(), geometry.y1[2].item(), geometry.side[2].item()
@@ -85,8 +84,8 @@ def test_crop_fully_outside_is_zero_and_inside_matches_plain_resize():
 def test_crop_several_images_of_different_sizes_in_one_call():
     rng = np.random.default_rng(2)
     images = [torch.from_numpy(rng.integers(0, 256, shape, dtype=np.uint8)) for shape in [(30, 40, 3), (55, 21, 3)]]
-    boxes = torch.tensor([[5.0, 6, 12, 9], [3, 20, 10, 14], [30, 2, 15, 20], [-4, 40, 9, 11]], dtype=torch.float64)
-    index = torch.tensor([0, 1, 0, 1])
+    boxes = np.array([[5.0, 6, 12, 9], [3, 20, 10, 14], [30, 2, 15, 20], [-4, 40, 9, 11]])
+    index = [0, 1, 0, 1]
     crops, _ = crop_and_resize(images, boxes, 4.0, 32, index)
     for i in range(4):
         alone, _ = crop_and_resize(images[index[i]], boxes[i:i + 1], 4.0, 32)
@@ -103,13 +102,12 @@ def test_normalize_crops():
 
 def test_geometry_and_box_mapping_follow_seqtrack_in_double():
     rng = np.random.default_rng(3)
-    boxes = torch.tensor(random_boxes(rng, 100, 120, 200), dtype=torch.float64)
+    boxes = np.array(random_boxes(rng, 100, 120, 200))
     size = 256
     geometry = crop_geometry(boxes, 4.0, size)
     pred = torch.rand(200, 4) * 1.2 - 0.1
-    mapped = map_boxes_back(pred, boxes, geometry, size)
-    heights, widths = torch.full((200,), 100.0, dtype=torch.float64), torch.full((200,), 120.0, dtype=torch.float64)
-    clipped = clip_boxes(mapped, heights, widths, 10)
+    mapped = map_boxes_back(pred.numpy(), boxes, geometry, size)
+    clipped = clip_boxes(mapped, np.full(200, 100.0), np.full(200, 120.0), 10)
     for i, (x, y, w, h) in enumerate(boxes.tolist()):
         side = math.ceil(math.sqrt(w * h) * 4.0)
         assert geometry.side[i].item() == side
@@ -128,15 +126,14 @@ def test_geometry_and_box_mapping_follow_seqtrack_in_double():
         y1, y2 = min(max(0, y1), 100 - 10), min(max(10, y2), 100)
         assert clipped[i].tolist() == [x1, y1, max(10, x2 - x1), max(10, y2 - y1)]
     # The prompt geometry inverts the mapping; the previous box sits at the crop centre.
-    torch.testing.assert_close(boxes_in_crop(mapped, boxes, geometry, size), pred.double(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(boxes_in_crop(mapped, boxes, geometry, size), pred.numpy(), rtol=0, atol=1e-6)
     prompt = boxes_in_crop(boxes, boxes, geometry, size)
     assert (prompt[:, :2] == 0.5).all()
 
 
 def test_clipped_boxes_stay_inside_with_margin():
-    far = torch.tensor([[500.0, 400, 30, 20], [-300, -200, 15, 25], [-50, 10, 2000, 5]], dtype=torch.float64)
-    out = clip_boxes(far, torch.full((3,), 60.0, dtype=torch.float64), torch.full((3,), 80.0, dtype=torch.float64), 10)
-    x, y, w, h = out.unbind(-1)
+    far = np.array([[500.0, 400, 30, 20], [-300, -200, 15, 25], [-50, 10, 2000, 5]])
+    x, y, w, h = clip_boxes(far, np.full(3, 60.0), np.full(3, 80.0), 10).T
     assert (w >= 10).all() and (h >= 10).all()
     assert (x >= 0).all() and (y >= 0).all() and (x + w <= 80).all() and (y + h <= 60).all()
 
@@ -170,8 +167,8 @@ def test_crop_on_gpu_equals_cpu_and_opencv():
     rng = np.random.default_rng(4)
     image = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
     boxes = random_boxes(rng, 480, 640, 64)
-    cpu, _ = crop_and_resize(torch.from_numpy(image), torch.tensor(boxes, dtype=torch.float64), 4.0, 256)
-    gpu, _ = crop_and_resize(torch.from_numpy(image).cuda(), torch.tensor(boxes, dtype=torch.float64).cuda(), 4.0, 256)
+    cpu, _ = crop_and_resize(torch.from_numpy(image), boxes, 4.0, 256)
+    gpu, _ = crop_and_resize(torch.from_numpy(image).cuda(), boxes, 4.0, 256)
     assert gpu.is_cuda
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=0)
     for i in range(0, 64, 8):

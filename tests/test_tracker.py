@@ -234,7 +234,9 @@ def test_ten_thousand_frames_do_not_grow_host_memory():
 
 
 @pytest.mark.cuda
-def test_ten_thousand_frames_do_not_grow_device_memory():
+def test_frames_do_not_grow_device_memory():
+    # The allocated bytes must come back exactly to their level after warm-up, so a per-frame leak shows
+    # at once: 2,000 frames (the host test above runs the 10,000) keep the GPU suite short.
     torch.manual_seed(0)
     model = build_model(get_config("tiny", **MICRO)).eval().cuda()
     frames, truth = make_sequence(num_frames=16, height=48, width=64, patch_size=12)
@@ -245,7 +247,7 @@ def test_ten_thousand_frames_do_not_grow_device_memory():
     torch.cuda.synchronize()
     allocated = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
-    track_many(tracker, frames, 9800)
+    track_many(tracker, frames, 1800)
     torch.cuda.synchronize()
     assert torch.cuda.memory_allocated() == allocated
     assert torch.cuda.max_memory_allocated() - allocated < 8 * 2**20
