@@ -98,7 +98,7 @@ def test_processing_uses_the_tracker_crop_and_centres_an_unjittered_target(got10
     frames = [got10k.load_frame(0, i) for i in range(3)]
     sample = SeqTrackProcessing(CONFIG, NO_AUGMENT)(np.random.default_rng(0), frames[:2], info.boxes[:2],
                                                     frames[2], info.boxes[2])
-    crop, geometry = crop_and_resize(torch.from_numpy(frames[2]), torch.from_numpy(info.boxes[2:3]).double(),
+    crop, geometry = crop_and_resize(torch.from_numpy(frames[2]), info.boxes[2:3].astype(np.float64),
                                      CONFIG.search_factor, CONFIG.search_size)
     torch.testing.assert_close(sample["search"], normalize_crops(crop)[0])
     w, h = info.boxes[2, 2:]

@@ -88,9 +88,7 @@ def teacher_forcing(boxes: torch.Tensor, config: ModelConfig, prompt_boxes: Opti
 
 def _crops(frames: Sequence[np.ndarray], boxes: np.ndarray, factor: float, size: int):
     images = [torch.from_numpy(np.ascontiguousarray(f)) for f in frames]
-    boxes_t = torch.from_numpy(boxes)
-    crops, geometry = crop_and_resize(images, boxes_t, factor, size, torch.arange(len(images)))
-    return crops, geometry, boxes_t
+    return crop_and_resize(images, boxes, factor, size, np.arange(len(images)))
 
 
 def _photometric(crops: torch.Tensor, brightness: float, gray: bool) -> torch.Tensor:
@@ -123,11 +121,14 @@ class SeqTrackProcessing:
         for boxes, factor in ((template_crop_boxes, cfg.template_factor), (search_crop_box, cfg.search_factor)):
             if not np.isfinite(boxes).all() or (np.ceil(np.sqrt(boxes[:, 2] * boxes[:, 3]) * factor) < 1).any():
                 return None
-        templates, _, _ = _crops(template_frames, template_crop_boxes, cfg.template_factor, cfg.template_size)
-        search, geometry, crop_box = _crops([search_frame], search_crop_box, cfg.search_factor, cfg.search_size)
-        target = torch.from_numpy(np.asarray(search_box, dtype=np.float64).reshape(1, 4))
-        target = clip_to_crop(boxes_in_crop(target, crop_box, geometry, cfg.search_size))
-        prompt = clip_to_crop(boxes_in_crop(crop_box, crop_box, geometry, cfg.search_size)) if cfg.prompt_tokens else None
+        templates, _ = _crops(template_frames, template_crop_boxes, cfg.template_factor, cfg.template_size)
+        search, geometry = _crops([search_frame], search_crop_box, cfg.search_factor, cfg.search_size)
+
+        def in_crop(boxes: np.ndarray) -> torch.Tensor:
+            return clip_to_crop(torch.from_numpy(boxes_in_crop(boxes, search_crop_box, geometry, cfg.search_size)))
+
+        target = in_crop(np.asarray(search_box, dtype=np.float64).reshape(1, 4))
+        prompt = in_crop(search_crop_box) if cfg.prompt_tokens else None
 
         flip = gray = False
         bright_template = bright_search = 1.0
