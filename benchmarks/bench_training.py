@@ -3,8 +3,10 @@
 (a) ``additive``: frozen encoder and decoder, only the additive net trains;
 (b) ``full``: every parameter trains, the encoder at 0.1x the learning rate (SeqTrack's recipe).
 Both run the trainer's own ``train_step`` (bf16 autocast, clipping, fused AdamW) on the same random batch
-of normalised crops and tokens, with the reference encoder blocks and with the backend's default (the
-Triton block on CUDA, whose backward recomputes the block: activation checkpointing for free).
+of normalised crops and tokens. (a) runs twice: with the frozen encoder weights kept in fp32 (autocast
+casts them every step) and stored in bf16 (the trainer's default; bit-identical results). ``--backends``
+adds runs with other encoder-block backends (``auto``: the fused Triton block, whose backward recomputes
+the block).
 Reports peak ``torch.cuda.max_memory_allocated`` over the timed steps (weights, gradients, optimiser
 state and activations) and the median step time from CUDA events after warm-up.
 
@@ -41,14 +43,16 @@ def random_batch(config, batch: int, device: torch.device) -> dict:
     }
 
 
-def measure(model: str, trainable: str, block_backend: str, batch: int, steps: int, warmup: int) -> dict:
+def measure(model: str, trainable: str, block_backend: str, frozen_bf16: bool, batch: int, steps: int,
+            warmup: int) -> dict:
     """One configuration: peak memory and step times over ``steps`` steps after ``warmup``."""
     gc.collect()
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
-    with tempfile.TemporaryDirectory() as output, backend.use_backend(block_backend, ("encoder_block",)):
+    with tempfile.TemporaryDirectory() as output:
         trainer = Trainer(TrainConfig(model=model, trainable=trainable, batch_size=batch, device="cuda",
-                                      output_dir=output, resume=None))
+                                      output_dir=output, resume=None, encoder_backend=block_backend,
+                                      frozen_bf16=frozen_bf16))
         data = random_batch(trainer.model.config, batch, trainer.device)
         static = torch.cuda.memory_allocated()
         losses = [float(trainer.train_step(data)["loss"]) for _ in range(warmup)]
@@ -63,7 +67,8 @@ def measure(model: str, trainable: str, block_backend: str, batch: int, steps: i
         times = [start.elapsed_time(end) for start, end in events]
         counts = parameter_counts(trainer.model)
         record = {
-            "model": model, "trainable": trainable, "encoder_block_backend": backend.select("encoder_block", trainer.device),
+            "model": model, "trainable": trainable, "frozen_weights_bf16": bool(trainer.frozen_masters),
+            "encoder_block_backend": backend.select("encoder_block", trainer.device, block_backend),
             "batch": batch, "steps": steps, "warmup": warmup,
             "peak_memory_bytes": torch.cuda.max_memory_allocated(), "static_memory_bytes": static,
             "step_ms_median": statistics.median(times), "step_ms_min": min(times), "step_ms_max": max(times),
@@ -82,30 +87,33 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--backends", default="reference,auto", help="encoder-block backends to run")
+    parser.add_argument("--backends", default="reference", help="encoder-block backends to run (reference,auto)")
     parser.add_argument("--out", help="JSON file for the results")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("this benchmark needs a CUDA GPU")
     runs, comparisons = [], []
     for block_backend in args.backends.split(","):
-        pair = {}
-        for trainable in ("additive", "full"):
+        variants = {"additive_fp32_weights": ("additive", False), "additive": ("additive", True), "full": ("full", True)}
+        done = {}
+        for label, (trainable, frozen_bf16) in variants.items():
             try:
-                pair[trainable] = measure(args.model, trainable, block_backend, args.batch, args.steps, args.warmup)
+                done[label] = measure(args.model, trainable, block_backend, frozen_bf16, args.batch, args.steps,
+                                      args.warmup)
             except Exception as error:  # record and go on: one failing path must not hide the others
-                pair[trainable] = {"trainable": trainable, "error": f"{type(error).__name__}: {error}"}
-            pair[trainable]["requested_backend"] = block_backend
-            runs.append(pair[trainable])
-            print(json.dumps(pair[trainable]), flush=True)
-        a, b = pair["additive"], pair["full"]
-        if "error" not in a and "error" not in b:
-            comparisons.append({
-                "requested_backend": block_backend, "encoder_block_backend": a["encoder_block_backend"],
-                "memory_ratio_a_over_b": a["peak_memory_bytes"] / b["peak_memory_bytes"],
-                "step_time_ratio_a_over_b": a["step_ms_median"] / b["step_ms_median"],
-            })
-            print(json.dumps(comparisons[-1]), flush=True)
+                done[label] = {"trainable": trainable, "error": f"{type(error).__name__}: {error}"}
+            done[label].update(variant=label, requested_backend=block_backend)
+            runs.append(done[label])
+            print(json.dumps(done[label]), flush=True)
+        full = done["full"]
+        for label in ("additive_fp32_weights", "additive"):
+            if "error" not in done[label] and "error" not in full:
+                comparisons.append({
+                    "a": label, "b": "full", "encoder_block_backend": full["encoder_block_backend"],
+                    "memory_ratio_a_over_b": done[label]["peak_memory_bytes"] / full["peak_memory_bytes"],
+                    "step_time_ratio_a_over_b": done[label]["step_ms_median"] / full["step_ms_median"],
+                })
+                print(json.dumps(comparisons[-1]), flush=True)
     try:
         import triton
         triton_version = triton.__version__

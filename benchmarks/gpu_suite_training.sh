@@ -11,7 +11,7 @@ WORK="$(mktemp -d)"
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 
-python -m pytest -q -m cuda tests/test_training.py 2>&1 | tail -3
+python -m pytest -q -m cuda tests/test_training.py 2>&1 | tail -40 || true
 
 python - "$WORK" <<'PY'
 import sys, yaml
@@ -53,4 +53,4 @@ print(json.dumps(summary["checkpoint"]))
 assert state["epoch"] == 3 and state["step"] == 12 and len(state["rng"]) == nproc
 PY
 
-python benchmarks/bench_training.py --model B256 --batch 16 --steps 20 --warmup 5 --out "$OUT/training_b256.json"
+python benchmarks/bench_training.py --model B256 --batch 16 --steps 60 --warmup 10 --out "$OUT/training_b256.json"

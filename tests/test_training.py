@@ -155,26 +155,33 @@ def test_train_command(dataset_root, tmp_path, capsys):
 
 
 @pytest.mark.cuda
-def test_cuda_bf16_step_agrees_across_encoder_backends(dataset_root, tmp_path):
-    """The additive net's gradients through the frozen encoder: reference blocks vs the default backend."""
-    from actrack_fast import backend
-
+def test_cuda_bf16_steps_agree_with_fp32(dataset_root, tmp_path):
+    """Gradients reaching the additive net through the frozen encoder, bf16 autocast (frozen weights stored
+    in bf16 or not, reference or fused encoder blocks) against an fp32 step on the same batch."""
+    runs = {"fp32": {"amp": False}, "bf16": {"frozen_bf16": False}, "bf16_stored": {},
+            "bf16_fused": {"encoder_backend": "auto"}}
     results = {}
-    for name in ("reference", "auto"):
-        with backend.use_backend(name, ("encoder_block",)):
-            trainer = Trainer(make_config(dataset_root, tmp_path / name, device="cuda", trainable="additive"))
-            batch = next(iter(trainer.build_loader()))
-            # Push the zero-initialised injections off zero so the gradient path through them is exercised.
-            with torch.no_grad():
-                for p in trainer.model.additive.injections.parameters():
-                    p.normal_(0, 0.02, generator=torch.Generator(p.device).manual_seed(1))
-            loss = float(trainer.train_step(batch)["loss"])
-            grads = torch.cat([p.grad.flatten().float() for p in trainer.model.additive.parameters() if p.grad is not None])
-            results[name] = (loss, grads)
-    (loss_ref, grad_ref), (loss_auto, grad_auto) = results["reference"], results["auto"]
+    for name, changes in runs.items():
+        trainer = Trainer(make_config(dataset_root, tmp_path / name, device="cuda", trainable="additive", **changes))
+        assert bool(trainer.frozen_masters) == (name == "bf16_stored")
+        batch = next(iter(trainer.build_loader()))
+        # Push the zero-initialised injections off zero so the gradient path through them is exercised.
+        with torch.no_grad():
+            for p in trainer.model.additive.injections.parameters():
+                p.normal_(0, 0.02, generator=torch.Generator(p.device).manual_seed(1))
+        loss = float(trainer.train_step(batch)["loss"])
+        grads = torch.cat([p.grad.flatten().float() for p in trainer.model.additive.parameters() if p.grad is not None])
+        results[name] = (loss, grads)
+    loss_ref, grad_ref = results["fp32"]
     assert torch.isfinite(grad_ref).all() and grad_ref.norm() > 0
-    assert loss_auto == pytest.approx(loss_ref, rel=1e-2)
-    assert (grad_auto - grad_ref).norm() / grad_ref.norm() < 5e-2
+    for name in ("bf16", "bf16_stored", "bf16_fused"):
+        loss, grad = results[name]
+        assert loss == pytest.approx(loss_ref, rel=1e-2), name
+        # bf16 noise through the blocks; the fused path measured 0.989 on an H100, the reference 0.99+.
+        assert F.cosine_similarity(grad, grad_ref, dim=0) > 0.98, name
+    # Stored bf16 weights are exactly what autocast multiplies with.
+    assert results["bf16_stored"][0] == results["bf16"][0]
+    assert torch.equal(results["bf16_stored"][1], results["bf16"][1])
 
 
 def test_torchrun_ddp_on_two_cpu_processes_checkpoints_and_resumes(dataset_root, tmp_path):
@@ -200,3 +207,22 @@ def test_torchrun_ddp_on_two_cpu_processes_checkpoints_and_resumes(dataset_root,
     assert state["epoch"] == 2 and state["step"] == 4 and len(state["rng"]) == 2
     assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])  # per-rank seeds
     assert sorted(step_losses(tmp_path / "ddp")) == [1, 2, 3, 4]
+
+
+def test_frozen_bf16_storage_computes_what_autocast_computes():
+    from actrack_fast.training.trainer import restore_frozen, store_frozen_in_bf16
+
+    model = build_model("tiny", **OVERRIDES).eval()
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    search, templates = torch.randn(2, 3, 64, 64), torch.randn(2, 2, 3, 64, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = model.encode(search, templates)
+    masters = store_frozen_in_bf16(model)
+    assert masters and all(k.startswith("encoder.") for k in masters)
+    assert model.encoder.body.blocks[0].attn.qkv.weight.dtype == torch.bfloat16
+    assert model.encoder.body.norm.weight.dtype == torch.float32  # LayerNorms stay fp32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(model.encode(search, templates), expected)
+    restore_frozen(model, masters)
+    for key, value in model.state_dict().items():
+        assert value.dtype == original[key].dtype and torch.equal(value, original[key]), key

@@ -16,6 +16,7 @@ from typing import Any, Mapping, Optional, Union
 
 import yaml
 
+from ..backend import BACKENDS
 from ..data.processing import JitterSettings
 
 TRAINABLE_CHOICES = ("additive", "additive_decoder", "full")
@@ -64,6 +65,12 @@ class TrainConfig:
     ``max_steps``: stop early after this many optimiser steps in total (null: run every epoch).
     ``checkpoint_every``: also checkpoint every N steps inside an epoch (0: at epoch ends only).
     ``dist_backend``: ``auto`` picks NCCL when every rank has its own GPU, Gloo otherwise.
+    ``encoder_backend``: the encoder-block backend while training (``reference``: cuBLAS and flash
+    attention under autocast, measured fastest for training; ``auto``/``triton``: the fused block, whose
+    backward recomputes the block).
+    ``frozen_bf16``: with bf16 autocast on CUDA, store the frozen encoder's Linear/Conv weights in bf16 (what
+    autocast multiplies with anyway, so results are bit-identical): half their memory and no per-step casts.
+    The exported model keeps the original fp32 weights.
     """
 
     model: str = "B256"
@@ -85,6 +92,8 @@ class TrainConfig:
     checkpoint_every: int = 0
     log_every: int = 50
     dist_backend: str = "auto"
+    encoder_backend: str = "reference"
+    frozen_bf16: bool = True
 
     def __post_init__(self) -> None:
         if self.trainable not in TRAINABLE_CHOICES:
@@ -94,6 +103,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or null, got {self.max_steps}")
+        if self.encoder_backend not in ("auto", *BACKENDS):
+            raise ValueError(f"encoder_backend must be auto or one of {BACKENDS}, got {self.encoder_backend!r}")
         if self.dist_backend not in ("auto", "nccl", "gloo"):
             raise ValueError(f"dist_backend must be auto, nccl or gloo, got {self.dist_backend!r}")
 

@@ -20,10 +20,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from .. import backend
 from ..checkpoint import init_encoder_from_vit, load_into, load_seqtrack_checkpoint, save_checkpoint
 from ..data.datasets import build_dataset
 from ..data.processing import SeqTrackProcessing
@@ -51,6 +53,28 @@ def set_trainable(model: ACTrack, trainable: str) -> None:
 def trained_prefixes(trainable: str) -> Optional[tuple[str, ...]]:
     """State-dict prefixes a checkpoint must hold for ``trainable`` (None: the whole model)."""
     return {"additive": ("additive.",), "additive_decoder": ("additive.", *DECODER_PREFIXES), "full": None}[trainable]
+
+
+def store_frozen_in_bf16(model: ACTrack) -> dict[str, torch.Tensor]:
+    """Cast the frozen encoder's Linear/Conv2d parameters to bf16 in place; returns fp32 CPU copies by name.
+
+    Under bf16 autocast these layers multiply in bf16 anyway (autocast would cast the same values every
+    step), so the computation is unchanged; LayerNorms keep fp32 parameters as autocast runs them in fp32.
+    """
+    masters = {}
+    for name, module in model.encoder.named_modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)) and not any(p.requires_grad for p in module.parameters()):
+            for key, param in module.named_parameters():
+                masters[f"encoder.{name}.{key}"] = param.detach().to("cpu", copy=True)
+            module.to(torch.bfloat16)
+    return masters
+
+
+def restore_frozen(model: ACTrack, masters: dict[str, torch.Tensor]) -> None:
+    """Undo :func:`store_frozen_in_bf16`: the original fp32 values back in place."""
+    params = dict(model.named_parameters())
+    for name, value in masters.items():
+        params[name].data = value.to(params[name].device)
 
 
 def build_optimizer(model: ACTrack, config: TrainConfig) -> torch.optim.AdamW:
@@ -131,6 +155,10 @@ class Trainer:
         self.checkpoint_path = self.output_dir / "checkpoints" / "last.pt"
 
         self.model = self._build_model().to(self.device)
+        self.use_amp = config.amp and self.device.type == "cuda"
+        self.frozen_masters: dict[str, torch.Tensor] = {}
+        if config.frozen_bf16 and self.use_amp and config.encoder_backend == "reference":
+            self.frozen_masters = store_frozen_in_bf16(self.model)
         self.optimizer = build_optimizer(self.model, config)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, config.optim.lr_drop_epoch,
                                                          config.optim.lr_drop_factor)
@@ -138,7 +166,6 @@ class Trainer:
         if self.world > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.network = DistributedDataParallel(self.model, device_ids=device_ids)
-        self.use_amp = config.amp and self.device.type == "cuda"
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         self.sampler: Optional[TrackingSampler] = None
 
@@ -206,11 +233,13 @@ class Trainer:
         sequence = batch["sequence"].to(device, non_blocking=True)
         target = batch["target"].to(device, non_blocking=True)
         self.network.train()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.use_amp):
-            logits = self.network(search, templates, sequence)
-        loss = sequence_loss(logits, target)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # The backend context spans the backward too: a recomputing backward must take the same blocks.
+        with backend.use_backend(self.config.encoder_backend, ("encoder_block",)):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.use_amp):
+                logits = self.network(search, templates, sequence)
+            loss = sequence_loss(logits, target)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.optim.grad_clip)
         self.optimizer.step()
@@ -292,6 +321,8 @@ class Trainer:
                 log.close()
         export = self.output_dir / "model.safetensors"
         if self.rank == 0:
+            restore_frozen(self.model, self.frozen_masters)
+            self.frozen_masters = {}
             save_checkpoint(self.model, export, {"step": str(self.step), "epoch": str(self.epoch)})
         return export
 
