@@ -69,13 +69,20 @@ def test_track_video_file_with_a_saved_checkpoint(tmp_path, capsys):
     assert read_boxes(results).shape == (6, 4)
 
 
-@pytest.mark.parametrize("make_source,box,message", [
-    (lambda p: p / "missing.mp4", "1,1,5,5", "no such video file or frame folder"),
-    (lambda p: p, "1,1,5,5", "holds no images"),
-    (lambda p: (p / "bad.mp4").write_text("not a video") and p / "bad.mp4", "1,1,5,5", "cannot read"),
+def empty_video(folder):
+    path = folder / "empty.avi"
+    cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (64, 48)).release()  # a header, no frames
+    return path
+
+
+@pytest.mark.parametrize("make_source,message", [
+    (lambda p: p / "missing.mp4", "no such video file or frame folder"),
+    (lambda p: p, "holds no images"),
+    (empty_video, "has no frames"),
+    (lambda p: (p / "bad.mp4").write_text("not a video") and p / "bad.mp4", "cannot read"),
 ])
-def test_track_reports_bad_sources(tmp_path, capsys, make_source, box, message):
-    assert run(["track", str(make_source(tmp_path)), "--box", box, "--device", "cpu", "--quiet"]) == 1
+def test_track_reports_bad_sources(tmp_path, capsys, make_source, message):
+    assert run(["track", str(make_source(tmp_path)), "--box", "1,1,5,5", "--device", "cpu", "--quiet"]) == 1
     assert message in capsys.readouterr().err
 
 
