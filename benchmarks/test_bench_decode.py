@@ -18,6 +18,7 @@ as decode_bench.json and decode_bench.md.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
 import statistics
@@ -48,10 +49,8 @@ def _triton_step(parts, memory, prefix, cross: str, persistent: bool, programs: 
     workspace = kernels.DecodeWorkspace(shape, memory.shape[0], memory.shape[1], prefix.shape[1], config,
                                         memory.device)
     embeddings = parts.decoder.embedding.word_embeddings.weight.detach()
-
-    def step():
-        return kernels.decode(weights, shape, embeddings, parts.query_pos, memory, parts.memory_pos, prefix,
-                              parts.window, persistent=persistent, workspace=workspace, config=config)
+    step = functools.partial(kernels.decode, weights, shape, embeddings, parts.query_pos, memory, parts.memory_pos,
+                             prefix, parts.window, persistent=persistent, workspace=workspace, config=config)
     return step, workspace
 
 
@@ -130,13 +129,66 @@ def test_decode(benchmark, shape, batch, variant):
     RESULTS.append(record)
 
 
+def phase_names(shape: kernels.DecoderShape, cross: str) -> dict[int, str]:
+    layer = ["self", "cross"] if cross == "cached" else ["self", "cross-query", "cross-scores", "cross-value"]
+    per_step = [f"{kind}" for _ in range(shape.layers) for kind in layer + ["ffn"]] + ["vocab-hidden", "vocab-logits"]
+    first, end = kernels.phase_range(shape, cross)
+    names = {phase: per_step[(phase - 1) % len(per_step)] for phase in range(1, end - 1)}
+    names.update({0: "project-memory", end - 1: "select"})
+    return {phase: names[phase] for phase in range(first, end)}
+
+
+@pytest.mark.parametrize("shape,batch", [("B256", 1), ("B256", 64)])
+@torch.no_grad()
+def test_phase_profile(shape, batch):
+    """GPU time of each phase (one launch per phase, queued behind a sleep so that the events time the GPU
+    rather than Python's launches); summed per phase kind into PHASES."""
+    torch.manual_seed(0)
+    parts = make_parts(shape, 0, "cuda")
+    memory = torch.randn(batch, parts.memory_tokens, 256, device="cuda")
+    prefix = parts.prefix(batch, "cuda")
+    step, workspace = make_step("triton-phases", parts, memory, prefix)
+    step()
+    cross = workspace.key[4].cross
+    names = phase_names(parts.packed()[0], cross)
+    per_phase = {phase: [] for phase in names}
+    for _ in range(ROUNDS):
+        events = {}
+        torch.cuda._sleep(20_000_000)  # ~10 ms of GPU time: every launch below queues before the first runs
+
+        def mark(phase):
+            events[phase] = torch.cuda.Event(enable_timing=True)
+            events[phase].record()
+        step(before_phase=mark)
+        end = torch.cuda.Event(enable_timing=True)
+        end.record()
+        end.synchronize()
+        ordered = sorted(events) + ["end"]
+        events["end"] = end
+        for a, b in zip(ordered[:-1], ordered[1:]):
+            per_phase[a].append(events[a].elapsed_time(events[b]) * 1000)
+    kinds: dict[str, float] = {}
+    for phase, times in per_phase.items():
+        kinds[names[phase]] = kinds.get(names[phase], 0.0) + statistics.median(times)
+    PHASES.append(dict(shape=shape, batch=batch, cross=cross, total_us=round(sum(kinds.values()), 1),
+                       per_kind_us={k: round(v, 1) for k, v in kinds.items()},
+                       per_phase_us=[round(statistics.median(per_phase[p]), 2) for p in sorted(per_phase)]))
+
+
+PHASES: list[dict] = []
+
+
 @pytest.fixture(scope="module", autouse=True)
 def write_results():
     yield
-    if not RESULTS:
-        return
     out = Path(os.environ.get("DECODE_BENCH_OUT", "benchmarks/results"))
     out.mkdir(parents=True, exist_ok=True)
+    if PHASES:
+        (out / "decode_phases.json").write_text(json.dumps(PHASES, indent=1))
+        for p in PHASES:
+            print(f"\nphases {p['shape']} B={p['batch']} {p['cross']}: total {p['total_us']} us {p['per_kind_us']}")
+    if not RESULTS:
+        return
     base = {(r["shape"], r["batch"], r["variant"]): r for r in RESULTS}
     lines = ["| shape | B | variant | warm us | cold us | vs cached (warm) | vs recompute (warm) |",
              "|---|---|---|---|---|---|---|"]

@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import triton
@@ -58,30 +58,57 @@ def _interpreting() -> bool:
 # Device helpers
 # ------------------------------------------------------------------------------------------------------
 @triton.jit
-def _matmul(a_ptr, a_stride, w_ptr, w_row_stride, n_limit,
-            K: tl.constexpr, N: tl.constexpr, ROWS: tl.constexpr, KC: tl.constexpr, W_COL_STRIDE: tl.constexpr = 1):
-    """(ROWS, K) rows at ``a_ptr`` (row stride ``a_stride``) times the (N, K) weight block at ``w_ptr``
-    (strides ``w_row_stride``, ``W_COL_STRIDE``; rows >= ``n_limit`` read as zero) -> (ROWS, N).
-
-    tl.dot needs >= 16 rows; below that each row is a GEMV against the weight tile in its coalesced load
-    layout (a 3-D broadcast product would move every weight tile through shared memory)."""
-    rows = tl.arange(0, ROWS)
-    outs = tl.arange(0, N)
-    ks = tl.arange(0, KC)
-    acc = tl.zeros((ROWS, N), dtype=tl.float32)
-    if ROWS >= 16:
-        for k0 in range(0, K, KC):  # a runtime loop: unrolled, every chunk's loads would be hoisted and spill
-            w = tl.load(w_ptr + outs[:, None] * w_row_stride + (k0 + ks)[None, :] * W_COL_STRIDE,
-                        mask=(outs < n_limit)[:, None], other=0.0)
-            a = tl.load(a_ptr + rows[:, None] * a_stride + (k0 + ks)[None, :])
-            acc += tl.dot(a, tl.trans(w), input_precision="ieee")
+def _prefetch(w_ptr, row_stride, n_limit, N: tl.constexpr, K: tl.constexpr, ROWS: tl.constexpr,
+              COL_STRIDE: tl.constexpr = 1):
+    """The (N, K) weight block at ``w_ptr`` (rows >= ``n_limit`` read as zero), loaded where the caller asks
+    so that its latency overlaps the work before its use. GEMV tiles (< 16 rows) only: tl.dot tiles stream
+    the block in chunks (see _linear) and get a placeholder."""
+    if ROWS < 16:
+        outs = tl.arange(0, N)
+        tile = tl.load(w_ptr + outs[:, None] * row_stride + tl.arange(0, K)[None, :] * COL_STRIDE,
+                       mask=(outs < n_limit)[:, None], other=0.0)
     else:
-        for k0 in tl.static_range(0, K, KC):
-            w = tl.load(w_ptr + outs[:, None] * w_row_stride + (k0 + ks)[None, :] * W_COL_STRIDE,
-                        mask=(outs < n_limit)[:, None], other=0.0)
+        tile = 0.0
+    return tile
+
+
+@triton.jit
+def _linear(x, w_tile, scr_ptr, w_ptr, row_stride, n_limit, K: tl.constexpr, N: tl.constexpr,
+            ROWS: tl.constexpr, KC: tl.constexpr, COL_STRIDE: tl.constexpr = 1):
+    """x (ROWS, K) times the (N, K) weight block -> (ROWS, N), in float32.
+
+    Below 16 rows (tl.dot's minimum) each row is a GEMV against the prefetched tile ``w_tile`` in its
+    coalesced load layout, all in registers. From 16 rows, x goes through the program's scratch (tl.dot
+    operands cannot be sliced in registers) and the block streams in KC-wide chunks: unrolled when it is
+    small, so that every chunk's load is in flight at once."""
+    rows = tl.arange(0, ROWS)
+    if ROWS < 16:
+        if ROWS == 1:
+            acc = tl.sum(w_tile * x, axis=1)[None, :]
+        else:
+            acc = tl.zeros((ROWS, N), dtype=tl.float32)
             for r in tl.static_range(ROWS):
-                y = tl.sum(w * tl.load(a_ptr + r * a_stride + k0 + ks)[None, :], axis=1)
+                y = tl.sum(w_tile * _row(x, r, ROWS)[None, :], axis=1)
                 acc += tl.where(rows[:, None] == r, y[None, :], 0.0)
+    else:
+        tl.debug_barrier()  # earlier readers of the scratch are done
+        _store_rows(scr_ptr, K, x, K, ROWS)
+        tl.debug_barrier()
+        outs = tl.arange(0, N)
+        ks = tl.arange(0, KC)
+        acc = tl.zeros((ROWS, N), dtype=tl.float32)
+        if N * K <= 8192:
+            for k0 in tl.static_range(0, K, KC):
+                a = tl.load(scr_ptr + rows[:, None] * K + (k0 + ks)[None, :])
+                w = tl.load(w_ptr + outs[:, None] * row_stride + (k0 + ks)[None, :] * COL_STRIDE,
+                            mask=(outs < n_limit)[:, None], other=0.0)
+                acc += tl.dot(a, tl.trans(w), input_precision="ieee")
+        else:  # unrolled, a large block's chunks would all be live at once and spill
+            for k0 in range(0, K, KC):
+                a = tl.load(scr_ptr + rows[:, None] * K + (k0 + ks)[None, :])
+                w = tl.load(w_ptr + outs[:, None] * row_stride + (k0 + ks)[None, :] * COL_STRIDE,
+                            mask=(outs < n_limit)[:, None], other=0.0)
+                acc += tl.dot(a, tl.trans(w), input_precision="ieee")
     return acc
 
 
@@ -247,17 +274,32 @@ def _self_attention_phase(pid, nprog, s, layer, B, NPRE, prefix_ptr, emb_ptr, qp
                           L: tl.constexpr, D: tl.constexpr, H: tl.constexpr, F: tl.constexpr, FC: tl.constexpr,
                           NPART: tl.constexpr, NVC_P2: tl.constexpr, ROWS: tl.constexpr, QMAX: tl.constexpr,
                           KC_HEAD: tl.constexpr, KC_OUT: tl.constexpr):
+    """Unit (row tile, head): the layer input (token embedding, or norm3 of the previous layer's residual
+    sum), the head's q/k/v, attention over the earlier steps' cached keys/values and this step's rows, the
+    head's share of the output projection; k/v appended to the cache for later steps."""
     DH: tl.constexpr = D // H
     cols = tl.arange(0, D)
+    dcols = tl.arange(0, DH)
+    t = tl.arange(0, QMAX)
     nq, nqp, pos0 = _step_geometry(s, NPRE, QMAX)
     n_tiles = tl.cdiv(B, ROWS // nqp)
-    act_stride = B * QMAX * D
     for u in range(pid, n_tiles * H, nprog):
         tile = u // H
         h = u % H
+        w_qkv = lw_ptr + LO_SELF_W + h * DH * D
+        w_out = lw_ptr + LO_SELF_OUT_W + h * DH
+        wq = _prefetch(w_qkv, D, DH, DH, D, ROWS)
+        wk = _prefetch(w_qkv + D * D, D, DH, DH, D, ROWS)
+        wv = _prefetch(w_qkv + 2 * D * D, D, DH, DH, D, ROWS)
         b, q, valid = _tile_rows(tile, B, nq, nqp, 0, ROWS)
         row = _row_offsets(b, q, QMAX)
         pos = pos0 + q
+        # Keys/values of earlier steps (positions < pos0) do not depend on this phase: load them first.
+        cache = kv_self_ptr + ((layer * 2 * B + b) * H + h) * QMAX * DH  # (ROWS,) this head's key cache
+        earlier = valid[:, None] & (t[None, :] < pos0)
+        cached = (cache[:, None] + t[None, :] * DH)[:, :, None] + dcols[None, None, :]
+        keys = tl.load(cached, mask=earlier[:, :, None], other=0.0, cache_modifier=".cg")
+        values = tl.load(cached + B * H * QMAX * DH, mask=earlier[:, :, None], other=0.0, cache_modifier=".cg")
         if layer == 0:
             if s == 0:
                 token = tl.load(prefix_ptr + b * NPRE + q, mask=valid, other=0)
@@ -269,55 +311,43 @@ def _self_attention_phase(pid, nprog, s, layer, B, NPRE, prefix_ptr, emb_ptr, qp
             x = tl.load(emb_ptr + token[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0)
             x = _layer_norm(x, gw_ptr + GO_EMB_NORM_W, gw_ptr + GO_EMB_NORM_W + D, D)
         else:
-            x = _gather_residual(act_ptr + 2 * act_stride, prev_lw_ptr + LO_LIN2_B, part_in, row, valid,
+            x = _gather_residual(act_ptr + 2 * B * QMAX * D, prev_lw_ptr + LO_LIN2_B, part_in, row, valid,
                                  F // FC, NPART, D)
             x = _layer_norm(x, prev_lw_ptr + LO_NORM3_W, prev_lw_ptr + LO_NORM3_W + D, D)
         if h == 0:
             tl.store(act_ptr + row[:, None] * D + cols[None, :], x, mask=valid[:, None])
-        qp = tl.load(qpos_ptr + pos[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0)
-        _store_rows(scr_ptr, D, x + qp, D, ROWS)
-        _store_rows(scr_ptr + ROWS * D, D, x, D, ROWS)
-        tl.debug_barrier()
-        w = lw_ptr + LO_SELF_W + h * DH * D
-        bias = lw_ptr + LO_SELF_B + h * DH + tl.arange(0, DH)
-        qh = _matmul(scr_ptr, D, w, D, DH, D, DH, ROWS, KC_HEAD) + tl.load(bias)[None, :]
-        kh = _matmul(scr_ptr, D, w + D * D, D, DH, D, DH, ROWS, KC_HEAD) + tl.load(bias + D)[None, :]
-        vh = _matmul(scr_ptr + ROWS * D, D, w + 2 * D * D, D, DH, D, DH, ROWS, KC_HEAD) + tl.load(bias + 2 * D)[None, :]
-        dcols = tl.arange(0, DH)
-        cache_offset = ((layer * 2 * B + b) * H + h) * QMAX * DH  # (ROWS,) key cache of each row
-        cache = kv_self_ptr + cache_offset
-        value_cache = cache + B * H * QMAX * DH
+        xq = x + tl.load(qpos_ptr + pos[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0)
+        bias = lw_ptr + LO_SELF_B + h * DH + dcols
+        qh = _linear(xq, wq, scr_ptr, w_qkv, D, DH, D, DH, ROWS, KC_HEAD) + tl.load(bias)[None, :]
+        kh = _linear(xq, wk, scr_ptr, w_qkv + D * D, D, DH, D, DH, ROWS, KC_HEAD) + tl.load(bias + D)[None, :]
+        vh = _linear(x, wv, scr_ptr, w_qkv + 2 * D * D, D, DH, D, DH, ROWS, KC_HEAD) + tl.load(bias + 2 * D)[None, :]
+        wo = _prefetch(w_out, D, D, D, DH, ROWS)
         tl.store((cache + pos * DH)[:, None] + dcols[None, :], kh, mask=valid[:, None])
-        tl.store((value_cache + pos * DH)[:, None] + dcols[None, :], vh, mask=valid[:, None])
-        tl.debug_barrier()
-        # Attention of each row over the cached prefix (positions <= its own).
-        t = tl.arange(0, QMAX)
-        attended = tl.zeros((ROWS, DH), tl.float32)
-        for r in range(ROWS):
-            key_rows = kv_self_ptr + _scalar(cache_offset, r, ROWS) + t[:, None] * DH + dcols[None, :]
-            seen = t <= _scalar(pos, r, ROWS)
-            written = (seen & (_scalar(valid.to(tl.int32), r, ROWS) != 0))[:, None]  # padded rows read zeros
-            keys = tl.load(key_rows, mask=written, other=0.0, cache_modifier=".cg")
-            values = tl.load(key_rows + B * H * QMAX * DH, mask=written, other=0.0, cache_modifier=".cg")
-            scores = tl.sum(keys * _row(qh, r, ROWS)[None, :], axis=1) * (1.0 / math.sqrt(DH))
-            scores = tl.where(seen, scores, -float("inf"))
-            p = tl.exp(scores - tl.max(scores, axis=0))
-            out = tl.sum(values * (p / tl.sum(p, axis=0))[:, None], axis=0)
-            attended += tl.where(tl.arange(0, ROWS)[:, None] == r, out[None, :], 0.0)
-        _store_rows(scr_ptr + 2 * ROWS * D, D, attended, DH, ROWS)
-        tl.debug_barrier()
-        out = _matmul(scr_ptr + 2 * ROWS * D, D, lw_ptr + LO_SELF_OUT_W + h * DH, D, D, DH, D, ROWS, KC_OUT)
+        tl.store((cache + B * H * QMAX * DH + pos * DH)[:, None] + dcols[None, :], vh, mask=valid[:, None])
+        # Scores against the cache and against this step's rows of the same sample (causal); a padded row
+        # sees itself so that its softmax stays finite.
+        scale = 1.0 / math.sqrt(DH)
+        cached_scores = tl.where(earlier, tl.sum(qh[:, None, :] * keys, axis=2) * scale, -float("inf"))
+        r = tl.arange(0, ROWS)
+        visible = ((b[:, None] == b[None, :]) & (q[None, :] <= q[:, None]) & valid[None, :]) | (r[:, None] == r[None, :])
+        own_scores = tl.where(visible, tl.sum(qh[:, None, :] * kh[None, :, :], axis=2) * scale, -float("inf"))
+        top = tl.maximum(tl.max(cached_scores, axis=1), tl.max(own_scores, axis=1))
+        p_cached = tl.exp(cached_scores - top[:, None])
+        p_own = tl.exp(own_scores - top[:, None])
+        total = tl.sum(p_cached, axis=1) + tl.sum(p_own, axis=1)
+        attended = (tl.sum(p_cached[:, :, None] * values, axis=1) + tl.sum(p_own[:, :, None] * vh[None, :, :], axis=1)) \
+            / total[:, None]
+        out = _linear(attended, wo, scr_ptr, w_out, D, D, DH, D, ROWS, KC_OUT)
         tl.store(part_out + (row * NPART + h)[:, None] * D + cols[None, :], out, mask=valid[:, None])
-        tl.debug_barrier()  # scratch is rewritten by the next unit
 
 
 @triton.jit
-def _cross_norm_query(tile, h, B, nq, nqp, pos0, qpos_ptr, lw_ptr, act_ptr, part_in, scr_ptr, act_stride,
+def _cross_norm_query(tile, h, wq, B, nq, nqp, pos0, qpos_ptr, lw_ptr, act_ptr, part_in, scr_ptr,
                       LO_SELF_OUT_B: tl.constexpr, LO_CROSS_W: tl.constexpr, LO_CROSS_B: tl.constexpr,
                       LO_NORM1_W: tl.constexpr, D: tl.constexpr, H: tl.constexpr, NPART: tl.constexpr,
                       ROWS: tl.constexpr, QMAX: tl.constexpr, KC_HEAD: tl.constexpr):
     """Shared start of the cross-attention units: x1 = norm1(x + self-attention), stored by head 0, and the
-    head's scaled query (ROWS, DH)."""
+    head's scaled query (ROWS, DH) from the prefetched query weights ``wq``."""
     DH: tl.constexpr = D // H
     cols = tl.arange(0, D)
     b, q, valid = _tile_rows(tile, B, nq, nqp, 0, ROWS)
@@ -325,12 +355,10 @@ def _cross_norm_query(tile, h, B, nq, nqp, pos0, qpos_ptr, lw_ptr, act_ptr, part
     x = _gather_residual(act_ptr, lw_ptr + LO_SELF_OUT_B, part_in, row, valid, H, NPART, D)
     x = _layer_norm(x, lw_ptr + LO_NORM1_W, lw_ptr + LO_NORM1_W + D, D)
     if h == 0:
-        tl.store(act_ptr + act_stride + row[:, None] * D + cols[None, :], x, mask=valid[:, None])
-    qp = tl.load(qpos_ptr + (pos0 + q)[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0)
-    _store_rows(scr_ptr, D, x + qp, D, ROWS)
-    tl.debug_barrier()
+        tl.store(act_ptr + B * QMAX * D + row[:, None] * D + cols[None, :], x, mask=valid[:, None])
+    xq = x + tl.load(qpos_ptr + (pos0 + q)[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0)
     bias = tl.load(lw_ptr + LO_CROSS_B + h * DH + tl.arange(0, DH))
-    qh = _matmul(scr_ptr, D, lw_ptr + LO_CROSS_W + h * DH * D, D, DH, D, DH, ROWS, KC_HEAD) + bias[None, :]
+    qh = _linear(xq, wq, scr_ptr, lw_ptr + LO_CROSS_W + h * DH * D, D, DH, D, DH, ROWS, KC_HEAD) + bias[None, :]
     return qh * (1.0 / math.sqrt(DH)), b, row, valid
 
 
@@ -347,18 +375,20 @@ def _cross_attention_cached_phase(pid, nprog, s, layer, B, M, NPRE, qpos_ptr, lw
     DH: tl.constexpr = D // H
     cols = tl.arange(0, D)
     dcols = tl.arange(0, DH)
+    mc = tl.arange(0, MC)
     nq, nqp, pos0 = _step_geometry(s, NPRE, QMAX)
     n_tiles = tl.cdiv(B, ROWS // nqp)
-    act_stride = B * QMAX * D
     for u in range(pid, n_tiles * H, nprog):
         tile = u // H
         h = u % H
-        qh, b, row, valid = _cross_norm_query(tile, h, B, nq, nqp, pos0, qpos_ptr, lw_ptr, act_ptr, part_in,
-                                              scr_ptr, act_stride, LO_SELF_OUT_B, LO_CROSS_W, LO_CROSS_B,
-                                              LO_NORM1_W, D, H, NPART, ROWS, QMAX, KC_HEAD)
+        w_out = lw_ptr + LO_CROSS_OUT_W + h * DH
+        wq = _prefetch(lw_ptr + LO_CROSS_W + h * DH * D, D, DH, DH, D, ROWS)
+        wo = _prefetch(w_out, D, D, D, DH, ROWS)
+        qh, b, row, valid = _cross_norm_query(tile, h, wq, B, nq, nqp, pos0, qpos_ptr, lw_ptr, act_ptr, part_in,
+                                              scr_ptr, LO_SELF_OUT_B, LO_CROSS_W, LO_CROSS_B, LO_NORM1_W, D, H,
+                                              NPART, ROWS, QMAX, KC_HEAD)
         keys_offset = ((layer * 2 * B + b) * H + h) * M * DH  # (ROWS,)
         attended = tl.zeros((ROWS, DH), tl.float32)
-        mc = tl.arange(0, MC)
         for r in range(ROWS):
             q_r = _row(qh, r, ROWS)
             key_rows = kv_cross_ptr + _scalar(keys_offset, r, ROWS) + mc[:, None] * DH + dcols[None, :]
@@ -379,11 +409,8 @@ def _cross_attention_cached_phase(pid, nprog, s, layer, B, M, NPRE, qpos_ptr, lw
                 acc = acc * correction + tl.sum(values * p[:, None], axis=0)
                 running_max = new_max
             attended += tl.where(tl.arange(0, ROWS)[:, None] == r, (acc / running_sum)[None, :], 0.0)
-        _store_rows(scr_ptr + ROWS * D, D, attended, DH, ROWS)
-        tl.debug_barrier()
-        out = _matmul(scr_ptr + ROWS * D, D, lw_ptr + LO_CROSS_OUT_W + h * DH, D, D, DH, D, ROWS, KC_OUT)
+        out = _linear(attended, wo, scr_ptr, w_out, D, D, DH, D, ROWS, KC_OUT)
         tl.store(part_out + (row * NPART + h)[:, None] * D + cols[None, :], out, mask=valid[:, None])
-        tl.debug_barrier()
 
 
 @triton.jit
@@ -398,19 +425,17 @@ def _cross_query_absorbed_phase(pid, nprog, s, B, NPRE, qpos_ptr, lw_ptr, act_pt
     cols = tl.arange(0, D)
     nq, nqp, pos0 = _step_geometry(s, NPRE, QMAX)
     n_tiles = tl.cdiv(B, ROWS // nqp)
-    act_stride = B * QMAX * D
     for u in range(pid, n_tiles * H, nprog):
         tile = u // H
         h = u % H
-        qh, b, row, valid = _cross_norm_query(tile, h, B, nq, nqp, pos0, qpos_ptr, lw_ptr, act_ptr, part_in,
-                                              scr_ptr, act_stride, LO_SELF_OUT_B, LO_CROSS_W, LO_CROSS_B,
-                                              LO_NORM1_W, D, H, NPART, ROWS, QMAX, KC_HEAD)
-        _store_rows(scr_ptr + ROWS * D, D, qh, DH, ROWS)
-        tl.debug_barrier()
-        key_rows = lw_ptr + LO_CROSS_W + (D + h * DH) * D  # W_k,h: (DH, D); read transposed as (D, DH)
-        folded = _matmul(scr_ptr + ROWS * D, D, key_rows, 1, D, DH, D, ROWS, KC_KEYT, D)
+        key_rows = lw_ptr + LO_CROSS_W + (D + h * DH) * D  # W_k,h: (DH, D), used transposed as (D, DH)
+        wq = _prefetch(lw_ptr + LO_CROSS_W + h * DH * D, D, DH, DH, D, ROWS)
+        wkt = _prefetch(key_rows, 1, D, D, DH, ROWS, D)
+        qh, b, row, valid = _cross_norm_query(tile, h, wq, B, nq, nqp, pos0, qpos_ptr, lw_ptr, act_ptr, part_in,
+                                              scr_ptr, LO_SELF_OUT_B, LO_CROSS_W, LO_CROSS_B, LO_NORM1_W, D, H,
+                                              NPART, ROWS, QMAX, KC_HEAD)
+        folded = _linear(qh, wkt, scr_ptr, key_rows, 1, D, DH, D, ROWS, KC_KEYT, D)
         tl.store(qt_ptr + (row * H + h)[:, None] * D + cols[None, :], folded, mask=valid[:, None])
-        tl.debug_barrier()
 
 
 @triton.jit
@@ -474,6 +499,10 @@ def _cross_value_absorbed_phase(pid, nprog, s, B, M, NPRE, lw_ptr, part_out, ctx
     for u in range(pid, n_tiles * H, nprog):
         tile = u // H
         h = u % H
+        w_value = lw_ptr + LO_CROSS_W + (2 * D + h * DH) * D
+        w_out = lw_ptr + LO_CROSS_OUT_W + h * DH
+        wv = _prefetch(w_value, D, DH, DH, D, ROWS)
+        wo = _prefetch(w_out, D, D, D, DH, ROWS)
         b, q, valid = _tile_rows(tile, B, nq, nqp, 0, ROWS)
         row = _row_offsets(b, q, QMAX)
         top = tl.full((ROWS,), -1e30, tl.float32)
@@ -491,15 +520,11 @@ def _cross_value_absorbed_phase(pid, nprog, s, B, M, NPRE, lw_ptr, part_out, ctx
             total = total * old_scale + chunk_total * chunk_scale
             acc = acc * old_scale[:, None] + chunk_acc * chunk_scale[:, None]
             top = new_top
-        _store_rows(scr_ptr, D, acc / tl.where(valid, total, 1.0)[:, None], D, ROWS)
-        tl.debug_barrier()
+        context = acc / tl.where(valid, total, 1.0)[:, None]
         bias = tl.load(lw_ptr + LO_CROSS_B + 2 * D + h * DH + tl.arange(0, DH))
-        value = _matmul(scr_ptr, D, lw_ptr + LO_CROSS_W + (2 * D + h * DH) * D, D, DH, D, DH, ROWS, KC_HEAD)
-        _store_rows(scr_ptr + ROWS * D, D, value + bias[None, :], DH, ROWS)
-        tl.debug_barrier()
-        out = _matmul(scr_ptr + ROWS * D, D, lw_ptr + LO_CROSS_OUT_W + h * DH, D, D, DH, D, ROWS, KC_OUT)
+        value = _linear(context, wv, scr_ptr, w_value, D, DH, D, DH, ROWS, KC_HEAD) + bias[None, :]
+        out = _linear(value, wo, scr_ptr, w_out, D, D, DH, D, ROWS, KC_OUT)
         tl.store(part_out + (row * NPART + h)[:, None] * D + cols[None, :], out, mask=valid[:, None])
-        tl.debug_barrier()
 
 
 @triton.jit
@@ -518,21 +543,20 @@ def _feed_forward_phase(pid, nprog, s, B, NPRE, lw_ptr, act_ptr, part_in, part_o
     for u in range(pid, n_tiles * n_chunks, nprog):
         tile = u // n_chunks
         c = u % n_chunks
+        w_in = lw_ptr + LO_LIN1_W + c * FC * D
+        w_out = lw_ptr + LO_LIN2_W + c * FC
+        w1 = _prefetch(w_in, D, FC, FC, D, ROWS)
+        w2 = _prefetch(w_out, F, D, D, FC, ROWS)
         b, q, valid = _tile_rows(tile, B, nq, nqp, 0, ROWS)
         row = _row_offsets(b, q, QMAX)
         x = _gather_residual(act_ptr + act_stride, lw_ptr + LO_CROSS_OUT_B, part_in, row, valid, H, NPART, D)
         x = _layer_norm(x, lw_ptr + LO_NORM2_W, lw_ptr + LO_NORM2_W + D, D)
         if c == 0:
             tl.store(act_ptr + 2 * act_stride + row[:, None] * D + cols[None, :], x, mask=valid[:, None])
-        _store_rows(scr_ptr, D, x, D, ROWS)
-        tl.debug_barrier()
         bias = tl.load(lw_ptr + LO_LIN1_B + c * FC + tl.arange(0, FC))
-        hidden = _matmul(scr_ptr, D, lw_ptr + LO_LIN1_W + c * FC * D, D, FC, D, FC, ROWS, KC_FFN1)
-        _store_rows(scr_ptr + ROWS * D, D, tl.maximum(hidden + bias[None, :], 0.0), FC, ROWS)
-        tl.debug_barrier()
-        out = _matmul(scr_ptr + ROWS * D, D, lw_ptr + LO_LIN2_W + c * FC, F, D, FC, D, ROWS, KC_FFN2)
+        hidden = tl.maximum(_linear(x, w1, scr_ptr, w_in, D, FC, D, FC, ROWS, KC_FFN1) + bias[None, :], 0.0)
+        out = _linear(hidden, w2, scr_ptr, w_out, F, D, FC, D, ROWS, KC_FFN2)
         tl.store(part_out + (row * NPART + c)[:, None] * D + cols[None, :], out, mask=valid[:, None])
-        tl.debug_barrier()
 
 
 @triton.jit
@@ -552,21 +576,20 @@ def _vocab_hidden_phase(pid, nprog, s, B, NPRE, last_lw_ptr, gw_ptr, act_ptr, pa
     for u in range(pid, n_tiles * n_chunks, nprog):
         tile = u // n_chunks
         c = u % n_chunks
+        w_in = gw_ptr + GO_VOCAB0_W + c * HC * D
+        w_out = gw_ptr + GO_VOCAB1_W + c * HC
+        w0 = _prefetch(w_in, D, HC, HC, D, ROWS)
+        w1 = _prefetch(w_out, D, D, D, HC, ROWS)
         b, q, valid = _tile_rows(tile, B, 1, 1, nq - 1, ROWS)
         row = _row_offsets(b, q, QMAX)
         x = _gather_residual(act_ptr + 2 * act_stride, last_lw_ptr + LO_LIN2_B, part_in, row, valid, F // FC,
                              NPART, D)
         x = _layer_norm(x, last_lw_ptr + LO_NORM3_W, last_lw_ptr + LO_NORM3_W + D, D)
         x = _layer_norm(x, gw_ptr + GO_FINAL_NORM_W, gw_ptr + GO_FINAL_NORM_W + D, D)
-        _store_rows(scr_ptr, D, x, D, ROWS)
-        tl.debug_barrier()
         bias = tl.load(gw_ptr + GO_VOCAB0_B + c * HC + tl.arange(0, HC))
-        hidden = _matmul(scr_ptr, D, gw_ptr + GO_VOCAB0_W + c * HC * D, D, HC, D, HC, ROWS, KC_V0)
-        _store_rows(scr_ptr + ROWS * D, D, tl.maximum(hidden + bias[None, :], 0.0), HC, ROWS)
-        tl.debug_barrier()
-        out = _matmul(scr_ptr + ROWS * D, D, gw_ptr + GO_VOCAB1_W + c * HC, D, D, HC, D, ROWS, KC_V1)
+        hidden = tl.maximum(_linear(x, w0, scr_ptr, w_in, D, HC, D, HC, ROWS, KC_V0) + bias[None, :], 0.0)
+        out = _linear(hidden, w1, scr_ptr, w_out, D, D, HC, D, ROWS, KC_V1)
         tl.store(part_out + (row * NPART + c)[:, None] * D + cols[None, :], out, mask=valid[:, None])
-        tl.debug_barrier()
 
 
 @triton.jit
@@ -585,14 +608,14 @@ def _vocab_logits_phase(pid, nprog, s, B, NPRE, gw_ptr, window_ptr, use_window, 
     for u in range(pid, n_tiles * NVC, nprog):
         tile = u // NVC
         c = u % NVC
+        w_logits = gw_ptr + GO_VOCAB2_W + c * VC * D
+        w2 = _prefetch(w_logits, D, V - c * VC, VC, D, ROWS)
         b, q, valid = _tile_rows(tile, B, 1, 1, nq - 1, ROWS)
         row = _row_offsets(b, q, QMAX)
         hidden = _sum_parts(part_in, row, valid, D // HC, NPART, D) + tl.load(gw_ptr + GO_VOCAB1_B + cols)[None, :]
-        _store_rows(scr_ptr, D, tl.maximum(hidden, 0.0), D, ROWS)
-        tl.debug_barrier()
         token = c * VC + tl.arange(0, VC)
         in_vocab = token < V
-        logits = _matmul(scr_ptr, D, gw_ptr + GO_VOCAB2_W + c * VC * D, D, V - c * VC, D, VC, ROWS, KC_V2)
+        logits = _linear(tl.maximum(hidden, 0.0), w2, scr_ptr, w_logits, D, V - c * VC, D, VC, ROWS, KC_V2)
         logits += tl.load(gw_ptr + GO_VOCAB2_B + token, mask=in_vocab, other=0.0)[None, :]
         if store_logits != 0:
             tl.store(logits_ptr + (b * 4 + s)[:, None] * V + token[None, :], logits,
@@ -608,7 +631,6 @@ def _vocab_logits_phase(pid, nprog, s, B, NPRE, gw_ptr, window_ptr, use_window, 
         tl.store(stat + 1, tl.sum(e, axis=1), mask=valid)
         tl.store(stat + 2, tl.max(candidate, axis=1), mask=valid)
         tl.store(stat + 3, (c * VC + best).to(tl.float32), mask=valid)
-        tl.debug_barrier()
 
 
 @triton.jit
@@ -652,7 +674,7 @@ def _decode_kernel(
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     gw_ptr = w_ptr + GLOBAL_BASE
-    scr_ptr = scratch_ptr + pid * 3 * ROWS * D
+    scr_ptr = scratch_ptr + pid * ROWS * D
     part_size = B * QMAX * NPART * D
     PER_LAYER: tl.constexpr = 5 if CROSS_ABSORBED else 3
     PER_STEP: tl.constexpr = PER_LAYER * L + 2
@@ -806,13 +828,10 @@ def _pow2_at_most(n: int) -> int:
 
 
 def _k_chunk(k: int, n: int, rows: int) -> int:
-    """Reduction chunk of a (rows x n) product: tl.dot tiles of 32; the GEMV form holds an (n, chunk) weight
-    tile in registers. The interpreter pays per operation, not per register: one chunk."""
-    if _interpreting():
-        return k
-    if rows >= 16:
-        return min(k, 32)
-    return max(1, min(k, _pow2_at_most(8192 // n)))
+    """Reduction chunk of a (rows x n) product: tl.dot streams the weights in chunks of 32 (an FMA dot holds
+    whole K-rows of its operands per thread); GEMV tiles are loaded whole. The interpreter pays per
+    operation, not per register: one chunk."""
+    return min(k, 32) if rows >= 16 and not _interpreting() else k
 
 
 @dataclass(frozen=True)
@@ -839,7 +858,9 @@ class LaunchConfig:
 
 
 def default_launch_config(batch: int, prefix_len: int, device: torch.device, persistent: bool) -> LaunchConfig:
-    """Rows per unit from the batch (GEMV tiles below 16 rows, tl.dot tiles from 16), one program per SM."""
+    """Rows per unit from the batch (GEMV tiles below 16 rows, tl.dot tiles from 16), one program per SM.
+    Small chunks spread a GEMV's weights over many SMs; tl.dot tiles take larger ones so that a unit re-reads
+    fewer partial sums."""
     rows = 1 if batch == 1 else min(16, 1 << (batch - 1).bit_length())
     if prefix_len > 1:
         rows = max(rows, QMAX)
@@ -847,7 +868,8 @@ def default_launch_config(batch: int, prefix_len: int, device: torch.device, per
         programs = torch.cuda.get_device_properties(device).multi_processor_count
     else:
         programs = 1 if persistent else 4
-    return LaunchConfig(rows=rows, programs=programs)
+    chunk = 64 if rows >= 16 else 32
+    return LaunchConfig(rows=rows, programs=programs, ffn_chunk=chunk, hidden_chunk=chunk, vocab_chunk=chunk)
 
 
 class DecodeWorkspace:
@@ -872,7 +894,7 @@ class DecodeWorkspace:
         self.act = empty(3, batch, QMAX, D)
         self.part = empty(2, batch, QMAX, self.n_parts, D)
         self.stats = empty(batch, triton.next_power_of_2(self.n_vocab_chunks), 4)
-        self.scratch = empty(config.programs, 3, config.rows, D)
+        self.scratch = empty(config.programs, config.rows, D)  # tl.dot operands (>= 16 rows) pass through it
         # Barrier counter, exit counter, error flag (a barrier gave up waiting), spare.
         self.sync = torch.zeros(4, device=device, dtype=torch.int32)
 
@@ -886,7 +908,7 @@ def phase_range(shape: DecoderShape, cross: str) -> tuple[int, int]:
 def decode(weights: torch.Tensor, shape: DecoderShape, word_embeddings: torch.Tensor, query_pos: torch.Tensor,
            memory: torch.Tensor, memory_pos: torch.Tensor, prefix: torch.Tensor, window: Optional[torch.Tensor],
            *, persistent: bool = True, return_logits: bool = False, workspace: Optional[DecodeWorkspace] = None,
-           config: Optional[LaunchConfig] = None):
+           config: Optional[LaunchConfig] = None, before_phase: Optional[Callable[[int], None]] = None):
     """Launch the decode. Inputs are assumed validated (see ``actrack_fast.fast_decoder``):
 
     weights: :func:`pack_weights` buffer; word_embeddings (vocab, D); query_pos (>= K + 4, D);
@@ -894,6 +916,7 @@ def decode(weights: torch.Tensor, shape: DecoderShape, word_embeddings: torch.Te
     window (bins,) float32 or None.
     Returns tokens (B, 4) int64, probs (B, 4) float32 and, with ``return_logits``, logits (B, 4, vocab).
     Launches only: no host synchronisation, so it can be captured in a CUDA graph once warm.
+    ``before_phase(phase)`` (one launch per phase only) runs before each launch, e.g. to record an event.
     """
     B, M, D = memory.shape
     prefix_len = prefix.shape[1]
@@ -935,5 +958,7 @@ def decode(weights: torch.Tensor, shape: DecoderShape, word_embeddings: torch.Te
         _decode_kernel[grid](*args, first, end, num_warps=config.num_warps, **constants)
     else:
         for phase in range(first, end):
+            if before_phase is not None:
+                before_phase(phase)
             _decode_kernel[grid](*args, phase, phase + 1, num_warps=config.num_warps, **constants)
     return (tokens, probs, logits) if return_logits else (tokens, probs)
