@@ -51,7 +51,8 @@ class BatchTracker:
     Args:
         model: an :class:`~actrack_fast.ACTrack` in eval mode on the device to run on.
         preset: dataset whose SeqTrack template-update preset to use (see :mod:`actrack_fast.presets`).
-        dtype: ``float32`` (default), or ``bfloat16``/``float16`` to run the model under autocast.
+        dtype: ``float32`` (default), or ``bfloat16``/``float16`` to run the model under autocast. (A model
+            already converted with ``model.to(dtype)`` gets its crops in its own parameter dtype.)
         **settings: overrides of :class:`TrackerSettings` (``update_interval``, ``update_threshold``,
             ``window``, ``margin``).
 
@@ -73,12 +74,13 @@ class BatchTracker:
         self.config = model.config
         self.settings = TrackerSettings.from_preset(self.config.name, preset, **settings)
         self.dtype = resolve_dtype(dtype)
-        self.device = next(model.parameters()).device
+        parameter = next(model.parameters())
+        self.device, self._input_dtype = parameter.device, parameter.dtype
         T, St = self.config.num_templates, self.config.template_size
         self._ids: list[Hashable] = []
         self._frame_counts: list[int] = []
         self._boxes = np.empty((0, 4), dtype=np.float64)
-        self._templates = torch.empty(0, T, 3, St, St, device=self.device)
+        self._templates = torch.empty(0, T, 3, St, St, device=self.device, dtype=self._input_dtype)
         self._next_id = 0
 
     # --- targets --------------------------------------------------------------------------------
@@ -107,7 +109,7 @@ class BatchTracker:
         frame = as_image(image, self.device)
         values = check_box(box, frame.shape[0], frame.shape[1], self.config.template_factor)
         boxes = np.asarray([values], dtype=np.float64)
-        template = self._crop([frame], boxes, [0], template=True)
+        template = self._crop_templates([frame], boxes, [0])
         templates = template[:, None].expand(-1, self.config.num_templates, -1, -1, -1)
         self._templates = torch.cat([self._templates, templates])
         self._boxes = np.concatenate([self._boxes, boxes])
@@ -152,7 +154,8 @@ class BatchTracker:
         if cfg.prompt_tokens:
             prompt = torch.from_numpy(boxes_in_crop(previous, previous, geometry, cfg.search_size)).float()
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
-            result = self.model.generate(normalize_crops(crops), self._templates, prompt, window=self.settings.window)
+            search = normalize_crops(crops).to(self._input_dtype)
+            result = self.model.generate(search, self._templates, prompt, window=self.settings.window)
         # The one device-to-host copy: predicted boxes and SeqTrack's float32 sum of token probabilities.
         host = torch.cat([result.boxes.float(), result.probs.float().sum(dim=-1, keepdim=True)], 1).cpu().numpy()
         boxes = map_boxes_back(host[:, :4], previous, geometry, cfg.search_size)
@@ -187,17 +190,16 @@ class BatchTracker:
             index.append(seen[id(image)])
         return images, index
 
-    def _crop(self, images: list[torch.Tensor], boxes: np.ndarray, image_index: Sequence[int],
-              template: bool) -> torch.Tensor:
+    def _crop_templates(self, images: list[torch.Tensor], boxes: np.ndarray,
+                        image_index: Sequence[int]) -> torch.Tensor:
         cfg = self.config
-        factor, size = (cfg.template_factor, cfg.template_size) if template else (cfg.search_factor, cfg.search_size)
-        crops, _ = crop_and_resize(images, boxes, factor, size, image_index)
-        return normalize_crops(crops)
+        crops, _ = crop_and_resize(images, boxes, cfg.template_factor, cfg.template_size, image_index)
+        return normalize_crops(crops).to(self._input_dtype)
 
     def _update_templates(self, images: list[torch.Tensor], image_index: list[int], due: list[int]) -> None:
         """Append a template cropped at the new box and drop the oldest non-initial one (the first
         template, from the initial frame, is always kept)."""
-        new = self._crop(images, self._boxes[due], [image_index[i] for i in due], template=True)
+        new = self._crop_templates(images, self._boxes[due], [image_index[i] for i in due])
         rows = torch.tensor(due, dtype=torch.long, device=self.device)
         self._templates[rows, 1:-1] = self._templates[rows, 2:]
         self._templates[rows, -1] = new

@@ -55,7 +55,8 @@ class TrackerSettings:
     margin: float = 10.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.update_interval, bool) or not isinstance(self.update_interval, int) or self.update_interval < 1:
+        interval = self.update_interval
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
             raise ValueError(f"update_interval must be an integer >= 1, got {self.update_interval!r}")
         if not isinstance(self.update_threshold, (int, float)) or not math.isfinite(self.update_threshold):
             raise ValueError(f"update_threshold must be a finite number, got {self.update_threshold!r}")

@@ -171,8 +171,10 @@ def write_report() -> None:
              f"{meta['model']}; {meta['frames']}; torch {meta['torch']} (CUDA {meta['cuda']}), OpenCV "
              f"{meta['opencv']}, Python {meta['python']}; {meta['date']}. Median of {ROUNDS} calls after "
              f"{WARMUP} warm-up calls; TF32 matmul {meta['matmul_tf32']}, cuDNN TF32 {meta['cudnn_tf32']}.", "",
-             "| case | targets | dtype | median ms | p10-p90 ms | frames/s | targets/s |", "|---|---|---|---|---|---|---|"]
+             "| case | targets | dtype | median ms | p10-p90 ms | frames/s | targets/s |",
+             "|---|---|---|---|---|---|---|"]
     for row in _ROWS:
         lines.append(f"| {row['case']} | {row['targets']} | {row['dtype']} | {row['median_ms']:.2f} | "
-                     f"{row['p10_ms']:.2f}-{row['p90_ms']:.2f} | {row['frames_per_s']:.1f} | {row['targets_per_s']:.0f} |")
+                     f"{row['p10_ms']:.2f}-{row['p90_ms']:.2f} | {row['frames_per_s']:.1f} | "
+                     f"{row['targets_per_s']:.0f} |")
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")

@@ -196,11 +196,12 @@ def test_target_leaving_the_frame_keeps_a_valid_clipped_box():
     assert x == 70 and y == 50
 
 
-def test_bfloat16_autocast_tracks():
+@pytest.mark.parametrize("how", ["autocast", "converted model"])
+def test_bfloat16_tracks(how):
     torch.manual_seed(0)
     model = small_model()
     frames, truth = make_sequence(num_frames=4, height=96, width=128, patch_size=24)
-    tracker = Tracker(model, dtype="bfloat16")
+    tracker = Tracker(model, dtype="bfloat16") if how == "autocast" else Tracker(model.to(torch.bfloat16))
     tracker.initialize(frames[0], truth[0])
     for frame in frames[1:]:
         (x, y, w, h), confidence = tracker.track(frame)
