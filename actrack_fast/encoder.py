@@ -60,7 +60,9 @@ class Block(nn.Module):
 
     ``forward(x, additive, injection)``: when given, ``injection(additive)`` (the zero-initialised
     projection of the additive net's per-token features) is added to the token stream first; then
-    ``x += attn(norm1(x)); x += mlp(norm2(x))``.
+    ``x += attn(norm1(x)); x += mlp(norm2(x))``. ``forward`` runs the Triton kernels
+    (``fast_encoder``) where ``backend.select("encoder_block", ...)`` picks them, ``reference_forward``
+    otherwise.
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float) -> None:

@@ -315,10 +315,16 @@ def gpu_crops(config, batch, dtype=torch.float32):
 @pytest.mark.parametrize("name", ["B256", "L256", "B384"])
 @pytest.mark.parametrize("sharpen", [1.0, 2.0])
 @torch.no_grad()
-def test_whole_encoder_on_gpu(name, sharpen, log_error):
-    """Default-init random weights (sharpen 1) must meet the fixed tolerances. With peaked attention
-    (sharpen 2) rounding errors grow through 12-24 blocks for any implementation: there the fused path must
-    stay within the error PyTorch itself makes in the same dtype (measured in the same test)."""
+def test_whole_encoder_on_gpu(name, sharpen, log_error, monkeypatch):
+    """Whole encoder (additive net, embedding, 12-24 blocks, norm) against fp64, default-init (sharpen 1)
+    and peaked-attention (sharpen 2) random weights.
+
+    Measured on the H100: the fused path's error is within 2% of PyTorch's own in every dtype, and the
+    encoder-level error is set by what both share: fp32 ~2e-4 came from cuDNN's default TF32 convolutions
+    (patch embedding, additive net; identical to 3 digits for both paths), so they are turned off here; bf16
+    ~1e-2 (1.2e-2 for L256) comes from the residual stream rounded to bf16 after every block. Hence the bound:
+    the dtype's tolerance, or PyTorch's own error in that dtype if that is larger."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     reference = gpu_model(name, torch.float64, sharpen)
     search, templates = gpu_crops(reference.config, 2, torch.float64)
     with backend.use_backend("reference", ("encoder_block",)):
@@ -333,8 +339,7 @@ def test_whole_encoder_on_gpu(name, sharpen, log_error):
     log_error(tokens=reference.config.num_tokens, triton=errors, pytorch_same_dtype=torch_errors)
     for dtype in GPU_DTYPES:
         key = str(dtype)
-        limit = gpu_tol(dtype) if sharpen == 1.0 else 1.5 * torch_errors[key]
-        assert errors[key] < limit, (errors, torch_errors)
+        assert errors[key] <= max(gpu_tol(dtype), 1.05 * torch_errors[key]), (errors, torch_errors)
 
 
 @pytest.mark.cuda
