@@ -155,7 +155,8 @@ class BatchTracker:
             prompt = torch.from_numpy(boxes_in_crop(previous, previous, geometry, cfg.search_size)).float()
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
             search = normalize_crops(crops).to(self._input_dtype)
-            result = self.model.generate(search, self._templates, prompt, window=self.settings.window)
+            result = self.model.generate(search, self._templates, prompt, window=self.settings.window,
+                                         check_finite=False)
         # The one device-to-host copy: predicted boxes and SeqTrack's float32 sum of token probabilities.
         host = torch.cat([result.boxes.float(), result.probs.float().sum(dim=-1, keepdim=True)], 1).cpu().numpy()
         boxes = map_boxes_back(host[:, :4], previous, geometry, cfg.search_size)

@@ -34,9 +34,10 @@ class MLP(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers[:-1]:
-            x = F.relu(layer(x))
-        return self.layers[-1](x)
+        last = len(self.layers) - 1
+        for index, layer in enumerate(self.layers):
+            x = layer(x) if index == last else F.relu(layer(x))
+        return x
 
 
 class DecoderEmbeddings(nn.Module):

@@ -25,6 +25,11 @@ DECODER_PREFIXES = ("bottleneck.", "pos_embed", "decoder.", "vocab_embed.")
 DECODE_METHODS = {"cached": decode_cached, "recompute": decode_recompute}
 
 
+def hanning_window(bins: int, device: Optional[torch.device] = None) -> torch.Tensor:
+    """``numpy.hanning(bins)`` as an fp32 tensor (SeqTrack's window over the coordinate bins)."""
+    return torch.from_numpy(np.hanning(bins)).float().to(device)
+
+
 class ACTrack(nn.Module):
     """ACTrack = frozen ViT encoder + additive siamese conv net + autoregressive coordinate decoder.
 
@@ -41,14 +46,18 @@ class ACTrack(nn.Module):
         self.decoder = SeqTrackDecoder(config)
         self.vocab_embed = MLP(config.hidden_dim, config.hidden_dim, config.vocab_size, 3)
         self.additive = AdditiveNet(config)
-        window = torch.from_numpy(np.hanning(config.bins)).float()
-        self.register_buffer("window", window, persistent=False)
+        self.register_buffer("window", hanning_window(config.bins), persistent=False)
         self.freeze()
 
     # --- forward pieces -------------------------------------------------------------------------
-    def encode(self, search: torch.Tensor, templates: torch.Tensor, additive: bool = True) -> torch.Tensor:
-        """Encoder output (B, Nx + T*Nz, dim); ``additive=False`` runs plain SeqTrack."""
-        check_crops(self.config, search, templates)
+    def encode(self, search: torch.Tensor, templates: torch.Tensor, additive: bool = True,
+               check_finite: bool = True) -> torch.Tensor:
+        """Encoder output (B, Nx + T*Nz, dim); ``additive=False`` runs plain SeqTrack.
+
+        ``check_finite=False`` skips the NaN/inf scan of the crops (a device-to-host sync), for callers
+        that made the crops themselves, such as the trackers.
+        """
+        check_crops(self.config, search, templates, finite=check_finite)
         if not additive:
             return self.encoder(search, templates)
         features = self.additive(search, templates)
@@ -94,17 +103,19 @@ class ACTrack(nn.Module):
 
     @torch.no_grad()
     def generate(self, search: torch.Tensor, templates: torch.Tensor, prompt_boxes: Optional[torch.Tensor] = None,
-                 window: Optional[bool] = None, method: str = "cached", additive: bool = True) -> DecodeResult:
+                 window: Optional[bool] = None, method: str = "cached", additive: bool = True,
+                 check_finite: bool = True) -> DecodeResult:
         """Encode one frame per sample and decode its box.
 
         Args:
             window: apply the Hanning window to the centre steps (default: ``config.use_window``).
             method: ``'cached'`` (KV cache) or ``'recompute'`` (SeqTrack's loop).
             additive: ``False`` runs plain SeqTrack (the injections skipped).
+            check_finite: scan the crops for NaN/inf (see :meth:`encode`).
         """
         if method not in DECODE_METHODS:
             raise ValueError(f"method must be one of {sorted(DECODE_METHODS)}, got {method!r}")
-        memory = self.memory(self.encode(search, templates, additive=additive))
+        memory = self.memory(self.encode(search, templates, additive=additive, check_finite=check_finite))
         return self.decode(memory, self.prefix(search.shape[0], search.device, prompt_boxes), window, method)
 
     def decode(self, memory: torch.Tensor, prefix: torch.Tensor, window: Optional[bool] = None,
@@ -118,6 +129,13 @@ class ACTrack(nn.Module):
             decode_fn = fast_decoder.decode
         return decode_fn(self.decoder, self.vocab_embed, memory, self.pos_embed, prefix, self.query_pos(),
                          self.config.bins, self.window if use_window else None)
+
+    def _apply(self, fn, recurse: bool = True):
+        # The window multiplies fp32 probabilities; letting model.to(bf16) round it would move argmaxes.
+        super()._apply(fn, recurse)
+        if self.window.dtype != torch.float32:
+            self.window = hanning_window(self.config.bins, self.window.device)
+        return self
 
     # --- training helpers -----------------------------------------------------------------------
     def freeze(self, train_decoder: bool = False) -> None:

@@ -66,3 +66,12 @@ def test_teacher_forcing_matches_decode_hidden_states():
         logits = model(search, templates, sequence[:, :4])
     probs = logits.softmax(-1)[..., : cfg.bins]
     torch.testing.assert_close(probs.gather(-1, result.tokens[:, :, None])[..., 0], result.probs, rtol=1e-5, atol=1e-8)
+
+
+def test_window_stays_fp32_when_the_model_is_converted():
+    model = build_model("tiny").to(torch.bfloat16)
+    assert model.window.dtype == torch.float32
+    assert model.encoder.body.pos_embed.dtype == torch.bfloat16
+    import numpy as np
+
+    assert torch.equal(model.window, torch.from_numpy(np.hanning(model.config.bins)).float())

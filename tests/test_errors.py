@@ -65,3 +65,10 @@ def test_prompt_boxes_required_and_checked():
 def test_bad_correlation_inputs(search, kernel, padding, error, match):
     with pytest.raises(error, match=match):
         xcorr_depthwise(search, kernel, padding)
+
+
+def test_finite_scan_can_be_skipped_by_trusted_callers(model):
+    search, templates = good(model.config)
+    search[0, 0, 0, 0] = float("nan")
+    result = model.generate(search, templates, check_finite=False)
+    assert result.tokens.shape == (2, 4)

@@ -180,7 +180,7 @@ def test_target_leaving_the_frame_keeps_a_valid_clipped_box():
     model = small_model()
     bins = model.config.bins
 
-    def towards_bottom_right(search, templates, prompt_boxes=None, window=None):
+    def towards_bottom_right(search, templates, prompt_boxes=None, window=None, check_finite=True):
         tokens = torch.tensor([[bins - 1, bins - 1, bins // 8, bins // 8]] * search.shape[0])
         return DecodeResult(tokens, torch.full((search.shape[0], 4), 0.25), tokens.float() / (bins - 1))
 
