@@ -150,11 +150,12 @@ class Trainer:
             dist.init_process_group(backend, device_id=self.device if backend == "nccl" else None)
             if self.rank == 0:
                 print(f"DDP: {self.world} processes, {backend} backend, rank 0 on {self.device}", flush=True)
-        self._seed(config.seed + self.rank)
         self.output_dir = Path(config.output_dir)
         self.checkpoint_path = self.output_dir / "checkpoints" / "last.pt"
 
+        self._seed(config.seed)  # the same initial weights on every rank
         self.model = self._build_model().to(self.device)
+        self._seed(config.seed + self.rank)  # then each rank its own stream (dropout)
         self.use_amp = config.amp and self.device.type == "cuda"
         self.frozen_masters: dict[str, torch.Tensor] = {}
         if config.frozen_bf16 and self.use_amp and config.encoder_backend == "reference":
