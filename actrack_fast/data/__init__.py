@@ -1,4 +1,7 @@
 """Training and evaluation data: dataset readers, the synthetic sequence generator, sampling, processing."""
+from .datasets import CocoSequences, Got10k, Lasot, SequenceDataset, SequenceInfo, TrackingNet, build_dataset
+from .processing import JitterSettings, SeqTrackProcessing
+from .sampler import TrackingSampler, sample_frame_ids
 from .synthetic import (
     SyntheticSequence,
     render_sequence,
@@ -9,6 +12,7 @@ from .synthetic import (
 )
 
 __all__ = [
-    "SyntheticSequence", "render_sequence", "write_synthetic_coco", "write_synthetic_got10k",
-    "write_synthetic_lasot", "write_synthetic_trackingnet",
+    "CocoSequences", "Got10k", "JitterSettings", "Lasot", "SeqTrackProcessing", "SequenceDataset", "SequenceInfo",
+    "SyntheticSequence", "TrackingNet", "TrackingSampler", "build_dataset", "render_sequence", "sample_frame_ids",
+    "write_synthetic_coco", "write_synthetic_got10k", "write_synthetic_lasot", "write_synthetic_trackingnet",
 ]
