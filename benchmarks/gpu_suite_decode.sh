@@ -41,10 +41,11 @@ EOF
 start=$(date +%s)
 for variant in "1 0 cached" "1 0 absorbed" "1 4 cached" "1 4 absorbed" "64 0 cached" "64 0 absorbed"; do
     # shellcheck disable=SC2086
-    timeout "${SMOKE_LIMIT:-150}" python3 "$SMOKE" $variant > "$OUT/decode_smoke_${variant// /_}.log" 2>&1 &
+    timeout "${SMOKE_LIMIT:-150}" python3 "$SMOKE" $variant > "$SMOKE.${variant// /_}.log" 2>&1 &
 done
 wait
-cat "$OUT"/decode_smoke_*.log | grep -E "smoke|Error|error" | head -40
+cat "$SMOKE".*.log > "$OUT/decode_smoke.log"
+grep -E "smoke|Error|error" "$OUT/decode_smoke.log" | head -40
 echo "compile + smoke: $(( $(date +%s) - start )) s"
 
 timeout "${TEST_LIMIT:-200}" python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_decode_triton.py \
@@ -52,3 +53,23 @@ timeout "${TEST_LIMIT:-200}" python3 -m pytest -q -p no:cacheprovider -m cuda te
 timeout "${BENCH_LIMIT:-240}" python3 -m pytest -q -s -p no:cacheprovider benchmarks/test_bench_decode.py \
     ${BENCH:+-k "$BENCH"} --benchmark-json="$OUT/decode_pytest_benchmark.json" --benchmark-columns=median,iqr,rounds \
     2>&1 | tee "$OUT/decode_bench.log" | grep -E "^\||passed|failed|Error" | tail -40
+
+# Where a B = 1 decode's time goes: Nsight Compute on the first step's phases (one launch per phase).
+if [ "${NCU:-1}" = 1 ] && command -v ncu >/dev/null; then
+    cat > "$SMOKE.ncu.py" <<'EOF'
+import torch
+from benchmarks.test_bench_decode import make_step
+from tests.test_decode_triton import make_parts
+parts = make_parts("B256", 0, "cuda")
+memory = torch.randn(1, parts.memory_tokens, 256, device="cuda")
+step, _ = make_step("triton-phases", parts, memory, parts.prefix(1, "cuda"))
+for _ in range(2):
+    step()
+torch.cuda.synchronize()
+EOF
+    # 34 phase launches per decode: skip the first decode and the second's memory projection.
+    timeout "${NCU_LIMIT:-120}" ncu --kernel-name _decode_kernel --launch-skip 35 --launch-count 8 \
+        --section SpeedOfLight --section WarpStateStats --section SchedulerStats python3 "$SMOKE.ncu.py" \
+        > "$OUT/decode_ncu.log" 2>&1
+    grep -E "Duration|Memory Throughput|stalled|Warp Cycles Per Issued|No Eligible" "$OUT/decode_ncu.log" | head -60
+fi

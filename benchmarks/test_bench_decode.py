@@ -3,8 +3,8 @@
 Decoder shapes B256 (256 memory tokens) and L384 (576), B = 1 and 64 targets, K = 0, window on, float32.
 Variants: ``recompute`` (SeqTrack's loop, four full decoder passes) and ``cached`` (the KV-cached reference)
 in PyTorch; ``triton`` (the default: one persistent launch, cross-attention form by batch size),
-``triton-other`` (the other cross-attention form), ``triton-phases`` (one launch per phase) and, at B = 1,
-``triton-pN`` (a persistent grid of N programs instead of one per SM).
+``triton-other`` (the other cross-attention form), ``triton-phases`` (one launch per phase), ``triton-wN`` (N warps per
+program instead of 8) and ``triton-pN`` (a persistent grid of N programs instead of one per SM).
 
 Two times per case, each the median over ROUNDS of CUDA-event intervals:
 ``warm_us``: a graph of INNER back-to-back decodes, replayed, divided by INNER (weights and memory stay in
@@ -42,10 +42,10 @@ FLUSH_BYTES = 256 << 20
 RESULTS: list[dict] = []
 
 
-def _triton_step(parts, memory, prefix, cross: str, persistent: bool, programs: int | None):
+def _triton_step(parts, memory, prefix, cross: str, persistent: bool, **tiling):
     shape, weights = parts.packed()
     config = kernels.default_launch_config(memory.shape[0], prefix.shape[1], memory.device, persistent)
-    config = replace(config, cross=cross, programs=programs or config.programs)
+    config = replace(config, cross=cross, **tiling)
     workspace = kernels.DecodeWorkspace(shape, memory.shape[0], memory.shape[1], prefix.shape[1], config,
                                         memory.device)
     embeddings = parts.decoder.embedding.word_embeddings.weight.detach()
@@ -63,8 +63,10 @@ def make_step(variant: str, parts, memory, prefix):
     default = "absorbed" if memory.shape[0] >= fast_decoder.ABSORBED_FROM_BATCH else "cached"
     other = "cached" if default == "absorbed" else "absorbed"
     cross = other if variant == "triton-other" else default
-    programs = int(variant[len("triton-p"):]) if variant.startswith("triton-p") and variant[8:].isdigit() else None
-    return _triton_step(parts, memory, prefix, cross, variant != "triton-phases", programs)
+    tiling = {}
+    if variant[:8] in ("triton-p", "triton-w") and variant[8:].isdigit():
+        tiling["programs" if variant[7] == "p" else "num_warps"] = int(variant[8:])
+    return _triton_step(parts, memory, prefix, cross, variant != "triton-phases", **tiling)
 
 
 def capture(step, count: int) -> torch.cuda.CUDAGraph:
@@ -95,11 +97,10 @@ def event_median_us(run, before=None) -> float:
     return statistics.median(times)
 
 
-CASES = [(shape, batch, variant)
-         for shape in ("B256", "L384")
-         for batch in (1, 64)
-         for variant in ("recompute", "cached", "triton", "triton-other", "triton-phases")]
-CASES += [("B256", 1, "triton-p64"), ("B256", 1, "triton-p32")]
+CASES = [("B256", batch, variant) for batch in (1, 64)
+         for variant in ("recompute", "cached", "triton", "triton-other", "triton-phases", "triton-w16")]
+CASES += [("L384", batch, variant) for batch in (1, 64) for variant in ("recompute", "cached", "triton")]
+CASES += [("B256", 1, "triton-p64"), ("B256", 1, "triton-w4")]
 
 
 @pytest.mark.parametrize("shape,batch,variant", CASES, ids=[f"{s}-B{b}-{v}" for s, b, v in CASES])

@@ -113,6 +113,17 @@ def _linear(x, w_tile, scr_ptr, w_ptr, row_stride, n_limit, K: tl.constexpr, N: 
 
 
 @triton.jit
+def _small_matmul(a, b, EXACT_DOT: tl.constexpr):
+    """a (R, K) x b (K, N) of register tensors. Written as a broadcast-multiply-sum, Triton rewrites the
+    product into tl.dot at its default (tf32) precision once every size is >= 16; so there, say ieee."""
+    if EXACT_DOT:
+        out = tl.dot(a, b, input_precision="ieee")
+    else:
+        out = tl.sum(a[:, :, None] * b[None, :, :], axis=1)
+    return out
+
+
+@triton.jit
 def _row(x, r, ROWS: tl.constexpr):
     """Row ``r`` of a (ROWS, W) tensor as a (W,) vector (a masked sum: register tensors have no indexing)."""
     return tl.sum(tl.where(tl.arange(0, ROWS)[:, None] == r, x, 0), axis=0)
@@ -330,13 +341,12 @@ def _self_attention_phase(pid, nprog, s, layer, B, NPRE, prefix_ptr, emb_ptr, qp
         cached_scores = tl.where(earlier, tl.sum(qh[:, None, :] * keys, axis=2) * scale, -float("inf"))
         r = tl.arange(0, ROWS)
         visible = ((b[:, None] == b[None, :]) & (q[None, :] <= q[:, None]) & valid[None, :]) | (r[:, None] == r[None, :])
-        own_scores = tl.where(visible, tl.sum(qh[:, None, :] * kh[None, :, :], axis=2) * scale, -float("inf"))
+        own_scores = tl.where(visible, _small_matmul(qh, tl.trans(kh), ROWS >= 16) * scale, -float("inf"))
         top = tl.maximum(tl.max(cached_scores, axis=1), tl.max(own_scores, axis=1))
         p_cached = tl.exp(cached_scores - top[:, None])
         p_own = tl.exp(own_scores - top[:, None])
         total = tl.sum(p_cached, axis=1) + tl.sum(p_own, axis=1)
-        attended = (tl.sum(p_cached[:, :, None] * values, axis=1) + tl.sum(p_own[:, :, None] * vh[None, :, :], axis=1)) \
-            / total[:, None]
+        attended = (tl.sum(p_cached[:, :, None] * values, axis=1) + _small_matmul(p_own, vh, ROWS >= 16)) / total[:, None]
         out = _linear(attended, wo, scr_ptr, w_out, D, D, DH, D, ROWS, KC_OUT)
         tl.store(part_out + (row * NPART + h)[:, None] * D + cols[None, :], out, mask=valid[:, None])
 
