@@ -46,7 +46,7 @@ import triton.language as tl
 QMAX = 8  # rows per sample in a step (prompt + start, padded) and self-attention cache length (K + 4 <= 8)
 NUM_STEPS = 4  # cx, cy, w, h
 SPIN_LIMIT = tl.constexpr(1 << 20)  # barrier polls (~1 s) before a program flags an error instead of hanging
-LN_EPS = 1e-5  # nn.LayerNorm default, as in the reference decoder
+LN_EPS = tl.constexpr(1e-5)  # nn.LayerNorm default, as in the reference decoder
 CROSS_MODES = ("cached", "absorbed")
 
 
@@ -141,7 +141,7 @@ def _layer_norm(x, w_ptr, b_ptr, D: tl.constexpr):
     mean = tl.sum(x, axis=1) / D
     centred = x - mean[:, None]
     var = tl.sum(centred * centred, axis=1) / D
-    scale = 1.0 / tl.sqrt(var + 1e-5)
+    scale = 1.0 / tl.sqrt(var + LN_EPS)
     return centred * scale[:, None] * tl.load(w_ptr + cols)[None, :] + tl.load(b_ptr + cols)[None, :]
 
 
@@ -831,10 +831,6 @@ def pack_weights(shape: DecoderShape, parameters: dict[str, torch.Tensor]) -> to
         pieces += [parameters[prefix + name].reshape(-1) for _, name, _ in _layer_fields(shape)]
     pieces += [parameters[name].reshape(-1) for _, name, _ in _global_fields(shape)]
     return torch.cat([p.detach().float() for p in pieces]).contiguous()
-
-
-def _pow2_at_most(n: int) -> int:
-    return 1 << (max(1, n).bit_length() - 1)
 
 
 def _k_chunk(k: int, n: int, rows: int) -> int:
