@@ -131,4 +131,8 @@ def _triton_on_cuda(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
 
 
-register("encoder_block", "triton", _triton_on_cuda, "needs a CUDA GPU and the triton package (pip install triton)")
+# Measured on the H100 (benchmarks/NOTES.md, encoder section): the fused Triton encoder runs at 0.87-0.99x
+# of the SDPA reference for inference and ~10x slower as a training step, so ``auto`` keeps the reference;
+# ``encoder_block=triton`` still selects it explicitly.
+register("encoder_block", "triton", _triton_on_cuda, "needs a CUDA GPU and the triton package (pip install triton)",
+         auto=lambda device: False)

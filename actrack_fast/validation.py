@@ -14,7 +14,7 @@ def check_tensor(name: str, value: object, shape: tuple, *, floating: bool = Tru
     if value.dim() != len(shape) or any(s is not None and s != v for s, v in zip(shape, value.shape)):
         raise ValueError(f"{name} must have shape {expected}, got {tuple(value.shape)}")
     if floating and not value.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor (normalised crop), got {value.dtype}")
+        raise TypeError(f"{name} must be a floating-point tensor, got {value.dtype}")
     if value.numel() == 0:
         raise ValueError(f"{name} is empty: shape {tuple(value.shape)}")
     if finite and floating and not bool(torch.isfinite(value).all()):

@@ -55,3 +55,8 @@ def test_unknown_names():
     with pytest.raises(ValueError, match="unknown backend"):
         with backend.use_backend("fast"):
             pass
+
+
+def test_auto_keeps_the_reference_encoder_where_triton_is_slower():
+    """The fused encoder measured slower than the SDPA reference, so only an explicit request picks it."""
+    assert backend.select("encoder_block", torch.device("cuda", 0)) == "reference"

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The whole GPU suite in one call: environment, extension build, every test (the CUDA-marked ones run here),
+# then the per-part benchmark suites named as arguments (xcorr tracker encoder decode training, each
+# benchmarks/gpu_suite_<part>.sh). Results go to $OUT (default benchmarks/results/gpu_suite).
+# Every step runs even if an earlier one fails; the exit status is that of the first failure.
+set -uo pipefail
+OUT=${OUT:-benchmarks/results/gpu_suite}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+status=0
+step() {  # step NAME COMMAND...: run, keep the first failing status
+  echo "== $1"
+  shift
+  "$@" || { rc=$?; echo "!! $rc"; [ "$status" -ne 0 ] || status=$rc; }
+}
+
+environment() {
+  date -u +"%Y-%m-%dT%H:%M:%SZ"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  python3 -c "import sys, torch, triton; print('python', sys.version.split()[0], '| torch', torch.__version__, \
+'| cuda', torch.version.cuda, '| triton', triton.__version__)"
+  nvcc --version | tail -n 1
+}
+environment > "$OUT/environment.txt" 2>&1
+cat "$OUT/environment.txt"
+
+build() {
+  FORCE_CUDA=1 MAX_JOBS=${MAX_JOBS:-16} python3 -m pip install --no-build-isolation --no-deps -e . \
+    > "$OUT/build.log" 2>&1 || { tail -n 40 "$OUT/build.log"; return 1; }
+}
+step build build
+
+# Worker processes: a test that crashes the interpreter is reported and the others still run.
+tests() {
+  python3 -m pytest -q -p no:cacheprovider -n 4 -rfE --durations=15 tests 2>&1 | tee "$OUT/tests.txt" | tail -n 40
+}
+step tests tests
+
+for part in "$@"; do
+  step "$part" env OUT="$OUT/$part" bash "benchmarks/gpu_suite_$part.sh"
+done
+[ "$status" -ne 0 ] || rm -f "$OUT/build.log"
+exit $status
