@@ -102,10 +102,11 @@ setup(
         "tqdm",
         "pyyaml",
         "pillow",
+        "matplotlib",  # success/precision plots of `actrack-fast eval`
         "triton; platform_system == 'Linux'",
     ],
     extras_require={
-        "test": ["pytest", "pytest-benchmark", "pytest-timeout", "hypothesis", "matplotlib", "scikit-image"],
+        "test": ["pytest", "pytest-benchmark", "pytest-timeout", "hypothesis", "scikit-image"],
     },
     ext_modules=ext_modules,
     cmdclass=cmdclass,
