@@ -41,12 +41,14 @@ def demo(args: argparse.Namespace) -> None:
 
 
 def generate_sequence(args: argparse.Namespace) -> None:
-    """Write a synthetic sequence (moving textured patch over a natural image) with its ground truth."""
-    from .synthetic import write_sequence
+    """Write a synthetic sequence (a textured target moving over a natural image) with its ground truth."""
+    from .data.synthetic import render_sequence, write_frame_folder
     from .video import format_box
 
-    boxes = write_sequence(args.folder, num_frames=args.frames, height=args.height, width=args.width, seed=args.seed)
-    print(f"wrote {len(boxes)} frames and groundtruth.txt to {args.folder}; first box {format_box(boxes[0])}")
+    sequence = render_sequence(args.frames, (args.width, args.height), args.seed, clutter=args.clutter)
+    write_frame_folder(args.folder, sequence)
+    print(f"wrote {len(sequence.frames)} frames and groundtruth.txt to {args.folder}; "
+          f"first box {format_box(sequence.boxes[0])}")
 
 
 def load_tracking_model(weights: Optional[str], config: Optional[str], device: str, trusted: bool):
@@ -168,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=240)
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clutter", action="store_true",
+                   help="add distractors, an occluder, camera pan, brightness drift and noise")
     p.set_defaults(func=generate_sequence)
 
     from .evaluation.command import add_parser as add_eval_parser

@@ -8,7 +8,7 @@ from PIL import Image
 
 from actrack_fast import GOT10kTracker, Tracker, build_model, get_config, run_vot_short_term
 from actrack_fast.adapters import region_to_box
-from actrack_fast.synthetic import write_sequence
+from actrack_fast.data import render_sequence, write_frame_folder
 
 Rectangle = namedtuple("Rectangle", "x y width height")
 Point = namedtuple("Point", "x y")
@@ -32,8 +32,9 @@ def model():
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("seq")
-    truth = write_sequence(folder, num_frames=6, height=96, width=128, patch_size=24)
-    return sorted(str(p) for p in folder.glob("*.png")), truth
+    sequence = render_sequence(6, (128, 96), clutter=False, target_size=24)
+    write_frame_folder(folder, sequence)
+    return sorted(str(p) for p in folder.glob("*.png")), sequence.boxes
 
 
 def reference_boxes(model, paths, box):

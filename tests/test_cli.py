@@ -6,7 +6,7 @@ import torch
 
 from actrack_fast import build_model, get_config, save_checkpoint
 from actrack_fast.cli import main
-from actrack_fast.synthetic import make_sequence, write_sequence
+from actrack_fast.data import render_sequence, write_frame_folder
 from actrack_fast.video import FrameReader, format_box, read_boxes
 
 
@@ -21,8 +21,8 @@ def one_thread():
 @pytest.fixture(scope="module")
 def sequence(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sequence")
-    truth = write_sequence(folder, num_frames=8, height=96, width=128, patch_size=24)
-    return folder, truth
+    sequence = render_sequence(8, (128, 96), clutter=False, target_size=24)
+    return write_frame_folder(folder, sequence), sequence.boxes
 
 
 def run(argv):
@@ -52,7 +52,8 @@ def test_track_frame_folder_writes_boxes_and_annotated_video(sequence, tmp_path,
 
 
 def test_track_video_file_with_a_saved_checkpoint(tmp_path, capsys):
-    frames, truth = make_sequence(num_frames=6, height=96, width=128, patch_size=24, seed=2)
+    sequence = render_sequence(6, (128, 96), seed=2, clutter=False, target_size=24)
+    frames, truth = sequence.frames, sequence.boxes
     source = tmp_path / "clip.avi"  # MJPG: lossy, but the reader only needs frames
     writer = cv2.VideoWriter(str(source), cv2.VideoWriter_fourcc(*"MJPG"), 25, (128, 96))
     for frame in frames:

@@ -10,7 +10,7 @@ from test_preprocessing import opencv_crop
 from actrack_fast import Tracker, TrackerSettings, build_model, get_config
 from actrack_fast.decoding import DecodeResult
 from actrack_fast.presets import DATASETS, update_preset
-from actrack_fast.synthetic import make_sequence
+from actrack_fast.data import render_sequence
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -29,6 +29,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def clean_sequence(num_frames, height, width, target_size, seed=0):
+    """Frames and ground-truth boxes of a synthetic sequence without clutter: the target is always in view."""
+    sequence = render_sequence(num_frames, (width, height), seed, clutter=False, target_size=target_size)
+    return sequence.frames, sequence.boxes
 
 
 def small_model(**overrides):
@@ -84,7 +90,7 @@ class SpecTracker:
 def test_tracker_follows_the_spec_procedure(overrides, window):
     torch.manual_seed(0)
     model = small_model(**overrides)
-    frames, truth = make_sequence(num_frames=10, height=96, width=128, patch_size=24, seed=1)
+    frames, truth = clean_sequence(num_frames=10, height=96, width=128, target_size=24, seed=1)
     tracker = Tracker(model, update_interval=2, update_threshold=0.0, window=window)
     spec = SpecTracker(model, interval=2, threshold=0.0, window=window)
     tracker.initialize(frames[0], truth[0])
@@ -100,7 +106,7 @@ def test_tracker_follows_the_spec_procedure(overrides, window):
 def test_template_update_keeps_the_first_and_drops_the_oldest_other():
     torch.manual_seed(0)
     model = small_model(num_templates=3)
-    frames, truth = make_sequence(num_frames=5, height=96, width=128, patch_size=24)
+    frames, truth = clean_sequence(num_frames=5, height=96, width=128, target_size=24)
     tracker = Tracker(model, update_interval=1, update_threshold=-1.0)
     tracker.initialize(frames[0], truth[0])
     templates = lambda: tracker._batch._templates[0].clone()  # noqa: E731 - (T, 3, St, St) of the one target
@@ -136,7 +142,7 @@ def test_presets_match_seqtrack_yaml_values():
 def test_window_option_reaches_the_decoder():
     torch.manual_seed(0)
     model = small_model()
-    frames, truth = make_sequence(num_frames=2, height=96, width=128, patch_size=24)
+    frames, truth = clean_sequence(num_frames=2, height=96, width=128, target_size=24)
     seen = []
     generate = model.generate
     model.generate = lambda *args, **kwargs: seen.append(kwargs["window"]) or generate(*args, **kwargs)
@@ -200,7 +206,7 @@ def test_target_leaving_the_frame_keeps_a_valid_clipped_box():
 def test_bfloat16_tracks(how):
     torch.manual_seed(0)
     model = small_model()
-    frames, truth = make_sequence(num_frames=4, height=96, width=128, patch_size=24)
+    frames, truth = clean_sequence(num_frames=4, height=96, width=128, target_size=24)
     tracker = Tracker(model, dtype="bfloat16") if how == "autocast" else Tracker(model.to(torch.bfloat16))
     tracker.initialize(frames[0], truth[0])
     for frame in frames[1:]:
@@ -221,7 +227,7 @@ def track_many(tracker, frames, count):
 def test_ten_thousand_frames_do_not_grow_host_memory():
     torch.manual_seed(0)
     model = build_model(get_config("tiny", **MICRO)).eval()
-    frames, truth = make_sequence(num_frames=16, height=48, width=64, patch_size=12)
+    frames, truth = clean_sequence(num_frames=16, height=48, width=64, target_size=12)
     tracker = Tracker(model, update_interval=3, update_threshold=-1.0)  # template updates too
     tracker.initialize(frames[0], truth[0])
     track_many(tracker, frames, 1000)  # warm-up: allocator pools and torch's caches fill up
@@ -240,7 +246,7 @@ def test_frames_do_not_grow_device_memory():
     # at once: 2,000 frames (the host test above runs the 10,000) keep the GPU suite short.
     torch.manual_seed(0)
     model = build_model(get_config("tiny", **MICRO)).eval().cuda()
-    frames, truth = make_sequence(num_frames=16, height=48, width=64, patch_size=12)
+    frames, truth = clean_sequence(num_frames=16, height=48, width=64, target_size=12)
     frames = [torch.from_numpy(f).cuda() for f in frames]
     tracker = Tracker(model, update_interval=3, update_threshold=-1.0)
     tracker.initialize(frames[0], truth[0])
@@ -258,7 +264,7 @@ def test_frames_do_not_grow_device_memory():
 def test_gpu_tracker_takes_numpy_or_device_frames_alike():
     torch.manual_seed(0)
     model = small_model(num_templates=3).cuda()
-    frames, truth = make_sequence(num_frames=6, height=96, width=128, patch_size=24)
+    frames, truth = clean_sequence(num_frames=6, height=96, width=128, target_size=24)
     results = []
     for inputs in (frames, [torch.from_numpy(f).cuda() for f in frames]):
         tracker = Tracker(model, update_interval=2, update_threshold=0.0)

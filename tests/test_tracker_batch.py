@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 import torch
+from test_tracker import clean_sequence
 
 from actrack_fast import BatchTracker, Tracker, build_model, get_config
-from actrack_fast.synthetic import make_sequence
 
 SMALL = dict(search_size=64, template_size=32, num_templates=3)
 
@@ -31,7 +31,7 @@ def assert_same(batch_result, single_result):
 
 
 def test_targets_in_one_video_equal_independent_trackers(model):
-    frames, truth = make_sequence(num_frames=8, height=96, width=128, patch_size=24, seed=3)
+    frames, truth = clean_sequence(num_frames=8, height=96, width=128, target_size=24, seed=3)
     starts = [truth[0], truth[0] + [20, -10, 6, 4], [5.0, 60.0, 30.0, 20.0], [100.0, 5.0, 12.0, 30.0]]
     options = dict(update_interval=2, update_threshold=0.0)
     batch = BatchTracker(model, **options)
@@ -47,7 +47,7 @@ def test_targets_in_one_video_equal_independent_trackers(model):
 
 
 def test_targets_in_different_videos_added_and_removed_between_frames(model):
-    videos = [make_sequence(num_frames=9, height=h, width=w, patch_size=20, seed=s)
+    videos = [clean_sequence(num_frames=9, height=h, width=w, target_size=20, seed=s)
               for s, (h, w) in enumerate([(80, 100), (96, 128), (64, 144)])]
     options = dict(update_interval=3, update_threshold=0.0)
     batch = BatchTracker(model, **options)
@@ -85,7 +85,7 @@ def test_one_encoder_and_one_decoder_call_per_frame(model):
 
         setattr(model, name, counted)
     try:
-        frames, truth = make_sequence(num_frames=4, height=96, width=128, patch_size=24)
+        frames, truth = clean_sequence(num_frames=4, height=96, width=128, target_size=24)
         batch = BatchTracker(model, update_interval=1, update_threshold=-1.0)
         for k in range(6):
             batch.add(frames[0], truth[0] + [k, k, 0, 0])
@@ -125,7 +125,7 @@ def test_batch_on_gpu_equals_single_trackers_on_gpu(monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     torch.manual_seed(0)
     model = build_model(get_config("tiny", **SMALL)).eval().cuda()
-    frames, truth = make_sequence(num_frames=6, height=96, width=128, patch_size=24)
+    frames, truth = clean_sequence(num_frames=6, height=96, width=128, target_size=24)
     frames = [torch.from_numpy(f).cuda() for f in frames]
     starts = [truth[0] + [k, -k, k, 0] for k in range(8)]
     batch = BatchTracker(model, update_interval=2, update_threshold=0.0)

@@ -5,6 +5,7 @@ from .sampler import TrackingSampler, sample_frame_ids
 from .synthetic import (
     SyntheticSequence,
     render_sequence,
+    write_frame_folder,
     write_synthetic_coco,
     write_synthetic_got10k,
     write_synthetic_lasot,
@@ -14,5 +15,6 @@ from .synthetic import (
 __all__ = [
     "CocoSequences", "Got10k", "JitterSettings", "Lasot", "SeqTrackProcessing", "SequenceDataset", "SequenceInfo",
     "SyntheticSequence", "TrackingNet", "TrackingSampler", "build_dataset", "render_sequence", "sample_frame_ids",
-    "write_synthetic_coco", "write_synthetic_got10k", "write_synthetic_lasot", "write_synthetic_trackingnet",
+    "write_frame_folder", "write_synthetic_coco", "write_synthetic_got10k", "write_synthetic_lasot",
+    "write_synthetic_trackingnet",
 ]

@@ -6,6 +6,9 @@ background, with distractors (one of them a recoloured copy of the target) passi
 it and a pole-like occluder that can hide it completely. Boxes are the integer extent of the pasted
 sprite clipped to the image, so the ground truth is exact; the visible fraction of the sprite gives the
 occlusion labels (GOT-10k ``absence``/``cover``, LaSOT ``full_occlusion``/``out_of_view``).
+``clutter=False`` renders the clean form the demo and the tracker tests use: the same target and path
+over a still background, always wholly in view (no distractors, occluder, pan, brightness drift or noise);
+:func:`write_frame_folder` writes it as a plain frame folder with ``groundtruth.txt``.
 
 Natural images come from scikit-image's bundled data when it is installed, procedural multi-octave noise
 otherwise (``natural=False`` forces that). Output depends only on the seed (and on which source is used):
@@ -30,6 +33,8 @@ NATURAL_IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field
 GRAY_TEXTURES = ("brick", "grass", "gravel")
 JPEG_QUALITY = 90
 SPRITE_SIDE = 128
+MAX_SCALE = 2.0  # a sprite's size varies by a factor 1/MAX_SCALE..MAX_SCALE along its path
+MAX_LOG_ASPECT = 0.6  # and its aspect (w/h) is exp(-MAX_LOG_ASPECT..MAX_LOG_ASPECT)
 
 
 @dataclass
@@ -124,13 +129,14 @@ def _hue_shifted(image: np.ndarray, shift: int) -> np.ndarray:
 
 
 def _trajectory(rng: np.random.Generator, n: int, width: int, height: int, base: float) -> np.ndarray:
-    """(n, 4) float (cx, cy, w, h): a smooth random walk that bounces inside the image, scale in [0.5, 2]."""
+    """(n, 4) float (cx, cy, w, h): a smooth random walk that bounces inside the image, scale in
+    [1/MAX_SCALE, MAX_SCALE]."""
     low, high = np.array([0.1 * width, 0.1 * height]), np.array([0.9 * width, 0.9 * height])
     centre = rng.uniform([0.25 * width, 0.25 * height], [0.75 * width, 0.75 * height])
     speed = rng.uniform(0.005, 0.03) * min(width, height)
     velocity = rng.normal(0, 1, 2)
     velocity *= speed / max(np.linalg.norm(velocity), 1e-6)
-    aspect = np.exp(rng.uniform(-0.6, 0.6))
+    aspect = np.exp(rng.uniform(-MAX_LOG_ASPECT, MAX_LOG_ASPECT))
     log_scale, out = 0.0, np.zeros((n, 4))
     for t in range(n):
         out[t] = centre[0], centre[1], base * np.sqrt(aspect) * np.exp(log_scale), base / np.sqrt(aspect) * np.exp(log_scale)
@@ -140,8 +146,15 @@ def _trajectory(rng: np.random.Generator, n: int, width: int, height: int, base:
         bounced = (centre < low) | (centre > high)
         velocity[bounced] *= -1
         centre = np.clip(centre, low, high)
-        log_scale = float(np.clip(0.97 * log_scale + rng.normal(0, 0.04), np.log(0.5), np.log(2.0)))
+        log_scale = float(np.clip(0.97 * log_scale + rng.normal(0, 0.04), -np.log(MAX_SCALE), np.log(MAX_SCALE)))
     return out
+
+
+def _inside(path: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``path`` (n, 4) (cx, cy, w, h) with each centre moved just enough that the sprite, sized as
+    :meth:`_Layer.placement` rounds it and no larger than the image, lies wholly in the image."""
+    half = np.maximum(4, np.round(path[:, 2:])) / 2
+    return np.concatenate([np.clip(path[:, :2], half, np.array([width, height]) - half), path[:, 2:]], axis=1)
 
 
 class _Layer:
@@ -181,7 +194,8 @@ def _occluder_path(rng: np.random.Generator, target: np.ndarray, n: int, width: 
 
 
 def render_sequence(num_frames: int, size: Size = (320, 240), seed: Union[int, Sequence[int]] = 0,
-                    natural: Optional[bool] = None) -> SyntheticSequence:
+                    natural: Optional[bool] = None, clutter: bool = True,
+                    target_size: Optional[int] = None) -> SyntheticSequence:
     """Render one synthetic sequence.
 
     Args:
@@ -189,10 +203,18 @@ def render_sequence(num_frames: int, size: Size = (320, 240), seed: Union[int, S
         size: image width and height, or one int for a square image.
         seed: int or sequence of ints for ``numpy.random.SeedSequence``.
         natural: use scikit-image's natural images (default: when scikit-image is installed).
+        clutter: distractors, an occluder, camera pan, brightness drift and noise; False gives a clean
+            sequence whose target is always wholly in view (``visible_ratio`` 1 in every frame).
+        target_size: the target's side in pixels at scale 1, at most the image's smaller side / 2.7 so the
+            target always fits (its size then varies by a factor 0.5..2 and its aspect by up to 1.8;
+            default: a random 10-25% of the smaller side). The random draws do not depend on it.
     """
     width, height = _check_size(size)
     if num_frames < 2:
         raise ValueError(f"num_frames must be >= 2, got {num_frames}")
+    largest = int(min(width, height) / (MAX_SCALE * np.exp(MAX_LOG_ASPECT / 2)))
+    if target_size is not None and not 4 <= target_size <= largest:
+        raise ValueError(f"target_size must be 4 to {largest} pixels for a {width}x{height} image, got {target_size}")
     rng = np.random.default_rng(np.random.SeedSequence(seed))
     natural = _natural_images() is not None if natural is None else natural
     if natural and _natural_images() is None:
@@ -203,22 +225,28 @@ def render_sequence(num_frames: int, size: Size = (320, 240), seed: Union[int, S
     margin_x, margin_y = int(abs(pan[0]) * num_frames) + 1, int(abs(pan[1]) * num_frames) + 1
     background = _texture(rng, height + margin_y, width + margin_x, natural)
     start = np.array([0 if pan[0] >= 0 else margin_x - 1, 0 if pan[1] >= 0 else margin_y - 1], float)
+    if not clutter:
+        pan = np.zeros(2)  # a still camera; drawn all the same, so a seed gives the same scene in both forms
 
     base = rng.uniform(0.1, 0.25) * min(width, height)
+    base = base if target_size is None else float(target_size)
     target_texture = _texture(rng, SPRITE_SIDE, SPRITE_SIDE, natural)
     target = _Layer(target_texture, _shape_mask(rng, SPRITE_SIDE), _trajectory(rng, num_frames, width, height, base))
     behind, front = [], []
-    for i in range(int(rng.integers(1, 4))):
-        texture = _hue_shifted(target_texture, int(rng.integers(20, 160))) if i == 0 else \
-            _texture(rng, SPRITE_SIDE, SPRITE_SIDE, natural)
-        layer = _Layer(texture, _shape_mask(rng, SPRITE_SIDE),
-                       _trajectory(rng, num_frames, width, height, base * rng.uniform(0.7, 1.3)))
-        (front if rng.random() < 0.3 else behind).append(layer)
-    if rng.random() < 0.6:
-        pole = _texture(rng, SPRITE_SIDE, SPRITE_SIDE, natural)
-        front.append(_Layer(pole, np.ones((SPRITE_SIDE, SPRITE_SIDE), bool),
-                            _occluder_path(rng, target.path, num_frames, width)))
-    brightness = 1 + 0.15 * np.sin(np.linspace(0, rng.uniform(1, 6), num_frames) + rng.uniform(0, 6))
+    if clutter:
+        for i in range(int(rng.integers(1, 4))):
+            texture = _hue_shifted(target_texture, int(rng.integers(20, 160))) if i == 0 else \
+                _texture(rng, SPRITE_SIDE, SPRITE_SIDE, natural)
+            layer = _Layer(texture, _shape_mask(rng, SPRITE_SIDE),
+                           _trajectory(rng, num_frames, width, height, base * rng.uniform(0.7, 1.3)))
+            (front if rng.random() < 0.3 else behind).append(layer)
+        if rng.random() < 0.6:
+            pole = _texture(rng, SPRITE_SIDE, SPRITE_SIDE, natural)
+            front.append(_Layer(pole, np.ones((SPRITE_SIDE, SPRITE_SIDE), bool),
+                                _occluder_path(rng, target.path, num_frames, width)))
+        brightness = 1 + 0.15 * np.sin(np.linspace(0, rng.uniform(1, 6), num_frames) + rng.uniform(0, 6))
+    else:
+        target.path = _inside(target.path, width, height)
 
     frames, boxes = [], np.zeros((num_frames, 4))
     visible, cut = np.zeros(num_frames), np.zeros(num_frames, bool)
@@ -235,7 +263,8 @@ def render_sequence(num_frames: int, size: Size = (320, 240), seed: Union[int, S
             mask, pixels, _ = layer.full_mask(t, height, width)
             frame[mask] = pixels[mask]
             seen &= ~mask
-        frame = np.clip(frame.astype(np.float32) * brightness[t] + rng.normal(0, 3, frame.shape), 0, 255)
+        if clutter:
+            frame = np.clip(frame.astype(np.float32) * brightness[t] + rng.normal(0, 3, frame.shape), 0, 255)
         frames.append(frame.astype(np.uint8))
         x, y, w, h = target.placement(t)
         x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
@@ -255,11 +284,21 @@ def _check_size(size: Size) -> tuple[int, int]:
 def _write_frames(directory: Path, frames: list[np.ndarray], names: Sequence[str]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for frame, name in zip(frames, names):
-        cv2.imwrite(str(directory / name), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        options = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if name.endswith(".jpg") else []
+        cv2.imwrite(str(directory / name), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), options)
 
 
 def _box_lines(boxes: np.ndarray, fmt: str = "{:.4f}") -> str:
     return "".join(",".join(fmt.format(v) for v in box) + "\n" for box in boxes)
+
+
+def write_frame_folder(folder: PathLike, sequence: SyntheticSequence, suffix: str = ".png") -> Path:
+    """Write ``sequence`` as a frame folder trackers read: ``00000001.png ...`` (lossless by default) and
+    ``groundtruth.txt`` (one ``x,y,w,h`` line per frame); return the folder."""
+    folder = Path(folder)
+    _write_frames(folder, sequence.frames, [f"{t + 1:08d}{suffix}" for t in range(len(sequence.frames))])
+    (folder / "groundtruth.txt").write_text(_box_lines(sequence.boxes))
+    return folder
 
 
 def write_synthetic_got10k(root: PathLike, num_sequences: int = 3, num_frames: int = 40, size: Size = (320, 240),
@@ -278,9 +317,7 @@ def write_synthetic_got10k(root: PathLike, num_sequences: int = 3, num_frames: i
     directories = []
     for index, name in enumerate(names):
         sequence = render_sequence(num_frames, size, (seed, index), natural)
-        directory = split_dir / name
-        _write_frames(directory, sequence.frames, [f"{t + 1:08d}.jpg" for t in range(num_frames)])
-        (directory / "groundtruth.txt").write_text(_box_lines(sequence.boxes))
+        directory = write_frame_folder(split_dir / name, sequence, ".jpg")
         (directory / "absence.label").write_text("".join(f"{int(a)}\n" for a in sequence.absent))
         (directory / "cover.label").write_text("".join(f"{c}\n" for c in sequence.cover))
         (directory / "cut_by_image.label").write_text("".join(f"{int(c)}\n" for c in sequence.cut_by_image))
