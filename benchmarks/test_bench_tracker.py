@@ -24,8 +24,8 @@ import pytest
 import torch
 
 from actrack_fast import BatchTracker, Tracker, backend, build_model
+from actrack_fast.data import render_sequence
 from actrack_fast.preprocessing import crop_and_resize, normalize_crops
-from actrack_fast.synthetic import make_sequence
 
 # ACTRACK_BENCH_DEVICE=cpu ACTRACK_BENCH_CONFIG=tiny ACTRACK_BENCH_ROUNDS=2 smoke-tests this file on a CPU.
 DEVICE = os.environ.get("ACTRACK_BENCH_DEVICE", "cuda")
@@ -48,7 +48,8 @@ def model():
 
 @pytest.fixture(scope="module")
 def video():
-    frames, truth = make_sequence(num_frames=32, height=480, width=640, patch_size=96)
+    sequence = render_sequence(32, (640, 480), clutter=False, target_size=96)
+    frames, truth = sequence.frames, sequence.boxes
     return frames, [torch.from_numpy(f).to(DEVICE) for f in frames], truth
 
 

@@ -10,17 +10,12 @@ from actrack_fast import GOT10kTracker, Tracker, build_model, get_config, run_vo
 from actrack_fast.adapters import region_to_box
 from actrack_fast.data import render_sequence, write_frame_folder
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 Rectangle = namedtuple("Rectangle", "x y width height")
 Point = namedtuple("Point", "x y")
 Polygon = namedtuple("Polygon", "points")
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

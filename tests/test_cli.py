@@ -9,13 +9,8 @@ from actrack_fast.cli import main
 from actrack_fast.data import render_sequence, write_frame_folder
 from actrack_fast.video import FrameReader, format_box, read_boxes
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

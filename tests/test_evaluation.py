@@ -14,6 +14,8 @@ from actrack_fast.data import write_synthetic_got10k, write_synthetic_lasot, wri
 from actrack_fast.evaluation import evaluate, load_dataset, read_sequence, score_results, track_dataset
 from actrack_fast.evaluation.results import box_file, time_file, write_sequence
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 FRAMES = 8
 SIZE = (96, 72)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -24,14 +26,6 @@ def tiny_model():
         torch.manual_seed(0)
         return build_model("tiny", template_size=64, search_size=64).eval()
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny shapes: intra-op threads only add synchronisation, which stalls badly on a busy 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

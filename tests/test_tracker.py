@@ -12,6 +12,8 @@ from actrack_fast.decoding import DecodeResult
 from actrack_fast.presets import DATASETS, update_preset
 from actrack_fast.data import render_sequence
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 # Small enough that a CPU frame takes milliseconds: 4x4 search tokens, 2x2 template tokens.
@@ -20,15 +22,6 @@ SMALL = dict(search_size=64, template_size=32)
 MICRO = dict(embed_dim=32, depth=1, num_heads=2, search_size=32, template_size=16, hidden_dim=32, dec_heads=2,
              dec_ffn_dim=64, dec_layers=1, additive_dim=8, bins=100)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Per-frame ops on these small models take microseconds: one thread avoids OpenMP hand-offs that
-    # cost more than the work (and stall badly on a busy machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def clean_sequence(num_frames, height, width, target_size, seed=0):

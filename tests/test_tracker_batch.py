@@ -6,15 +6,10 @@ from test_tracker import clean_sequence
 
 from actrack_fast import BatchTracker, Tracker, build_model, get_config
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SMALL = dict(search_size=64, template_size=32, num_templates=3)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
