@@ -7,20 +7,9 @@ set -uo pipefail
 OUT=${OUT:-benchmarks/results/xcorr}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-status=0
-step() {  # step NAME COMMAND...: run, keep the first failing status
-  echo "== $1"
-  shift
-  "$@" || { rc=$?; echo "!! failed with status $rc"; [ "$status" -ne 0 ] || status=$rc; }
-}
+source "$(dirname "$0")/suite_lib.sh"
 
-{
-  date -u +"%Y-%m-%dT%H:%M:%SZ"
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-  python3 -c "import sys, torch, triton; print('python', sys.version.split()[0], '| torch', torch.__version__, \
-'| cuda', torch.version.cuda, '| triton', triton.__version__)"
-  nvcc --version | tail -n 2
-} > "$OUT/xcorr_env.txt" 2>&1
+environment > "$OUT/xcorr_env.txt" 2>&1
 cat "$OUT/xcorr_env.txt"
 
 build() {
