@@ -28,7 +28,8 @@ step tests tests
 
 # A small run of every kernel path: grouped whole planes, a partial last block, tiled planes, every dtype.
 memcheck() {
-  local sanitizer script=/tmp/xcorr_memcheck_run.py
+  local sanitizer script
+  script=$(mktemp --suffix=.py)
   sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer | head -n 1)
   cat > "$script" <<'PY'
 import torch
