@@ -30,6 +30,7 @@ import torch
 import triton
 
 from actrack_fast import fast_decoder
+from cuda_timing import capture_graph
 from actrack_fast.decoding import decode_cached, decode_recompute
 from kernels import decode as kernels
 from tests.test_decode_triton import make_parts
@@ -69,20 +70,6 @@ def make_step(variant: str, parts, memory, prefix):
     return _triton_step(parts, memory, prefix, cross, variant != "triton-phases", **tiling)
 
 
-def capture(step, count: int) -> torch.cuda.CUDAGraph:
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        step()
-        step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(count):
-            step()
-    return graph
-
-
 def event_median_us(run, before=None) -> float:
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     times = []
@@ -112,8 +99,8 @@ def test_decode(benchmark, shape, batch, variant):
     memory = torch.randn(batch, parts.memory_tokens, 256, device="cuda")
     prefix = parts.prefix(batch, "cuda")
     step, workspace = make_step(variant, parts, memory, prefix)
-    warm = capture(step, INNER)
-    cold = capture(step, 1)
+    warm = capture_graph(step, INNER, warmup=2)
+    cold = capture_graph(step, 1, warmup=2)
     flush = torch.empty(FLUSH_BYTES // 4, device="cuda")
     warm_us = event_median_us(warm.replay) / INNER
     cold_us = event_median_us(cold.replay, before=flush.zero_)

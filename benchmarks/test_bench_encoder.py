@@ -29,6 +29,7 @@ import torch
 
 from actrack_fast import backend, build_model
 from actrack_fast.config import ModelConfig, get_config
+from cuda_timing import capture_graph
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -94,16 +95,7 @@ def encode_fn(model):
 
 def capture(fn, args, block_backend: str) -> torch.cuda.CUDAGraph:
     with backend.use_backend(block_backend, ("encoder_block",)):
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up: autotuning, compilation, cuBLAS handles
-            for _ in range(3):
-                fn(*args)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            fn(*args)
-    return graph
+        return capture_graph(lambda: fn(*args), warmup=3)
 
 
 def replay_times(graph: torch.cuda.CUDAGraph):

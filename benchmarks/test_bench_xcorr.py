@@ -17,6 +17,7 @@ import torch
 from actrack_fast.additive import target_kernel_size
 from actrack_fast.config import get_config
 from actrack_fast.correlation import xcorr_depthwise
+from cuda_timing import capture_graph
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -54,16 +55,7 @@ def make_round(step, launch):
             for _ in range(INNER):
                 step()
         return run
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(INNER):
-            step()
-    return graph.replay
+    return capture_graph(step, INNER).replay
 
 
 @pytest.mark.parametrize("launch", ["eager", "graph"])
