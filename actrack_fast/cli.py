@@ -1,4 +1,5 @@
-"""Command line: ``actrack-fast track``, ``actrack-fast generate-sequence``, ``actrack-fast demo``."""
+"""Command line: ``actrack-fast track``, ``actrack-fast generate-sequence``, ``actrack-fast bench``,
+``actrack-fast demo``."""
 from __future__ import annotations
 
 import argparse
@@ -129,6 +130,52 @@ def track(args: argparse.Namespace) -> None:
         print(f"annotated video: {args.output}")
 
 
+def bench(args: argparse.Namespace) -> None:
+    """Time components x backends x batches with :mod:`actrack_fast.benchmarking`; print one markdown table."""
+    from . import benchmarking
+
+    device = benchmarking.resolve_device(args.device)
+    components = benchmarking.COMPONENTS if args.component == "all" else args.component
+    backends = benchmarking.default_backends(device) if args.backend == "all" else args.backend
+    rows, skipped = [], []
+    for component in components:
+        for backend_name in backends:
+            for batch in args.batch:
+                name = f"{component}/{backend_name}/{batch} targets"
+                print(f"measuring {name}", file=sys.stderr, flush=True)
+                try:
+                    rows.append(benchmarking.measure(component, backend_name, args.config, batch, args.dtype, device,
+                                                     args.compile_mode, runs=args.frames, warmup=args.warmup))
+                except benchmarking.Unavailable as reason:
+                    skipped.append(f"{name}: {reason}")
+    if not rows:
+        raise ValueError("nothing was measured: " + "; ".join(skipped))
+    print(benchmarking.markdown_table(rows, skipped), end="")
+
+
+def comma_list(choices: Sequence[str]):
+    """argparse type: ``all`` or a comma list of ``choices``."""
+    def parse(text: str):
+        if text == "all":
+            return text
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        unknown = [item for item in items if item not in choices]
+        if unknown or not items:
+            raise argparse.ArgumentTypeError(f"expected 'all' or a comma list of {list(choices)}, got {text!r}")
+        return items
+    return parse
+
+
+def batch_list(text: str) -> list[int]:
+    try:
+        batches = [int(item) for item in text.split(",")]
+    except ValueError:
+        batches = []
+    if not batches or min(batches) < 1:
+        raise argparse.ArgumentTypeError(f"expected target counts >= 1, comma-separated (e.g. 1,64), got {text!r}")
+    return batches
+
+
 def box_argument(text: str) -> tuple[float, float, float, float]:
     from .video import parse_box
 
@@ -181,6 +228,28 @@ def build_parser() -> argparse.ArgumentParser:
     from .training.command import add_parser as add_train_parser
 
     add_train_parser(commands)
+
+    from .benchmarking import BACKENDS, COMPILE_MODES, COMPONENTS
+
+    p = commands.add_parser("bench", help="frames per second of the tracker and its parts, per backend",
+                            description="Time each component (crop, additive, correlation, encoder, decoder, "
+                                        "step = the tracker's whole per-frame step) with each backend and print "
+                                        "one markdown table: median ms, frames/s, target-frames/s, speed-ups.")
+    p.add_argument("--config", choices=sorted(CONFIGS), help="model config (default: B256 on CUDA, tiny on CPU)")
+    p.add_argument("--batch", type=batch_list, default=[1], help="number(s) of targets, e.g. 1,64 (default 1)")
+    p.add_argument("--dtype", choices=sorted(DTYPES),
+                   help="dtype of the backends whose name states none (default: bfloat16 on CUDA, float32 on CPU)")
+    p.add_argument("--backend", type=comma_list(tuple(BACKENDS)), default="all",
+                   help=f"'all' (those that run on the device) or a comma list of {', '.join(BACKENDS)}")
+    p.add_argument("--component", type=comma_list(COMPONENTS), default="all",
+                   help=f"'all' or a comma list of {', '.join(COMPONENTS)}")
+    p.add_argument("--frames", type=int, help="timed calls per case (default: 500 for the step and 100 for the "
+                                              "other components on CUDA, 10 on CPU)")
+    p.add_argument("--warmup", type=int, help="untimed calls first (default: 20 step / 10 others on CUDA, 2 on CPU)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
+                   help="torch.compile mode of backend 'compile' (max-autotune takes minutes per batch size)")
+    p.set_defaults(func=bench)
 
     p = commands.add_parser("demo", help="forward the model on random crops and time it")
     p.add_argument("--config", default="tiny", choices=sorted(CONFIGS))
