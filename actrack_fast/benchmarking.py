@@ -283,9 +283,8 @@ def _crops(config: ModelConfig, batch: int, dtype: torch.dtype, device: torch.de
 # --- cases ------------------------------------------------------------------------------------------------
 @dataclass
 class _Prepared:
-    call: Callable[[], object]  # one call of the component, inside its backend context
-    inputs: str
-    keep: object = None  # what must outlive the case (a tracker, captured tensors)
+    call: Callable[[], object]  # one call of the component; it holds the inputs (and the tracker)
+    inputs: str  # what the inputs are, for the report
 
 
 def _component_call(spec: CaseSpec, model: ACTrack) -> _Prepared:
@@ -337,7 +336,7 @@ def _tracker_step(spec: CaseSpec, model: ACTrack) -> _Prepared:
     width, height = frame_size(cfg)
     api = "Tracker.step" if spec.batch == 1 else f"BatchTracker.step, {spec.batch} targets in one video"
     return _Prepared(lambda: tracker.step(frames[next(position)]),
-                     f"{api}; {len(frames)} {width}x{height} uint8 frames on {spec.device.type}, cycled", tracker)
+                     f"{api}; {len(frames)} {width}x{height} uint8 frames on {spec.device.type}, cycled")
 
 
 def _cycle(n: int) -> Iterator[int]:
@@ -389,14 +388,13 @@ class Case:
         self.model = benchmark_model(spec.config, spec.device, spec.dtype,
                                      spec.compile_mode if b.compiled else None)
         prepared = (_tracker_step if spec.component == "step" else _component_call)(spec, self.model)
-        self.inputs, self._keep = prepared.inputs, prepared.keep
-        call = _in_context(prepared.call, b.ops)
+        self.inputs = prepared.inputs
+        # The eager call stays referenced: it holds the inputs whose memory a captured graph reads.
+        self._eager = _in_context(prepared.call, b.ops)
         self._graph = None
-        self._warmed = False
         if spec.graph and spec.component != "step":  # the tracker captures its own graph
-            self._graph = capture_graph(call, warmup=3)
-            call = self._graph.replay
-        self._call = call
+            self._graph = capture_graph(self._eager, warmup=3)
+        self._call = self._eager if self._graph is None else self._graph.replay
         self.times: list[float] = []
         self._timer = _cuda_timer(spec.device) if spec.device.type == "cuda" else _cpu_timer
 
@@ -437,7 +435,7 @@ class Case:
 
     def close(self) -> None:
         """Free the captured graph and the tracker (the models stay cached: :func:`release` drops them)."""
-        self._graph = self._keep = self._call = None
+        self._graph = self._eager = self._call = None
         if self.spec.device.type == "cuda":
             torch.cuda.synchronize(self.spec.device)
             torch.cuda.empty_cache()
@@ -593,7 +591,7 @@ def markdown_table(rows: Sequence[Mapping], skipped: Sequence[str] = ()) -> str:
         vs_best = (f"{ratio['vs_best_pytorch']:.2f}x ({ratio['best_pytorch']})" if "vs_best_pytorch" in ratio
                    else "-")
         lines.append(f"| {COMPONENT_TITLES[row['component']]} | {row['backend']} | {row['batch']} | {row['dtype']} | "
-                     f"{row['median_ms']:.3f} ({row['p10_ms']:.3f}-{row['p90_ms']:.3f}) | {row['frames_per_s']:,.1f} | "
+                     f"{row['median_ms']:.4g} ({row['p10_ms']:.4g}-{row['p90_ms']:.4g}) | {row['frames_per_s']:,.1f} | "
                      f"{row['target_frames_per_s']:,.1f} | {vs_reference} | {vs_best} | {row['runs']} |")
     lines += ["", "Backends: " + "; ".join(f"`{name}`: {BACKENDS[name].description}" for name in BACKENDS
                                            if any(row["backend"] == name for row in rows)) + "."]
