@@ -1,27 +1,19 @@
 """Batched tracking: N targets, in one video or in N videos, with one encoder and one decoder call per frame.
 
-Each target keeps its own box, frame counter and template list (SeqTrack's procedure, spec section 6):
-boxes as rows of a float64 host array, templates as rows of a device tensor. A frame costs one copy of
-the crop taps to the device, one crop gather, one ``model.generate`` and one device-to-host copy of the
-N predicted boxes and confidences, whatever N is.
+Each target keeps its own box, frame counter and template list (SeqTrack's procedure, spec section 6), all
+on the model's device (:class:`~actrack_fast.frame_step.TargetState`). A frame is one
+:class:`~actrack_fast.frame_step.FrameStep`: on CUDA captured once as a CUDA graph per frame layout and
+replayed, elsewhere (or with ``cuda_graph=False``) run eagerly, with identical results. The host reads the
+boxes only when asked (:meth:`BatchTracker.results`, :meth:`BatchTracker.track`).
 """
 from __future__ import annotations
 
 from typing import Any, Hashable, Mapping, NamedTuple, Optional, Sequence, Union
 
-import numpy as np
 import torch
 
-from .preprocessing import (
-    ImageLike,
-    as_image,
-    boxes_in_crop,
-    check_box,
-    clip_boxes,
-    crop_and_resize,
-    map_boxes_back,
-    normalize_crops,
-)
+from .frame_step import FrameStep, GraphedStep, TargetState, layout_key
+from .preprocessing import ImageLayout, ImageLike, as_boxes, as_image, check_box
 from .presets import TrackerSettings
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -53,6 +45,8 @@ class BatchTracker:
         preset: dataset whose SeqTrack template-update preset to use (see :mod:`actrack_fast.presets`).
         dtype: ``float32`` (default), or ``bfloat16``/``float16`` to run the model under autocast. (A model
             already converted with ``model.to(dtype)`` gets its crops in its own parameter dtype.)
+        cuda_graph: replay each frame as a CUDA graph (default: on CUDA devices). A graph is captured on the
+            first frame of each layout (target count, frame sizes) and again after :meth:`add`/:meth:`remove`.
         **settings: overrides of :class:`TrackerSettings` (``update_interval``, ``update_threshold``,
             ``window``, ``margin``).
 
@@ -64,24 +58,33 @@ class BatchTracker:
         for frame in frames:                      # every target in the same video
             results = tracker.track(frame)        # {a: TrackResult, b: TrackResult}
         # targets in different videos: tracker.track({a: frame_of_video_a, b: frame_of_video_b})
+        # throughput: tracker.step(frame) per frame, tracker.results() only when the boxes are needed
     """
 
     def __init__(self, model: torch.nn.Module, preset: str = "default", *,
-                 dtype: Union[str, torch.dtype, None] = None, **settings: Any) -> None:
+                 dtype: Union[str, torch.dtype, None] = None, cuda_graph: Optional[bool] = None,
+                 **settings: Any) -> None:
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
             raise TypeError(f"model must be an ACTrack model, got {type(model).__name__}")
         self.model = model.eval()
         self.config = model.config
         self.settings = TrackerSettings.from_preset(self.config.name, preset, **settings)
         self.dtype = resolve_dtype(dtype)
-        parameter = next(model.parameters())
-        self.device, self._input_dtype = parameter.device, parameter.dtype
+        self.device = next(model.parameters()).device
+        if cuda_graph is None:
+            cuda_graph = self.device.type == "cuda"
+        elif cuda_graph and self.device.type != "cuda":
+            raise ValueError(f"cuda_graph=True needs the model on a CUDA device, got {self.device}")
+        self.cuda_graph = bool(cuda_graph)
+        self._step = FrameStep(self.model, self.settings, self.dtype)
         T, St = self.config.num_templates, self.config.template_size
+        empty = torch.empty(0, 4, dtype=torch.float64, device=self.device)
+        self._state = TargetState.new(empty, torch.empty(0, T, 3, St, St, device=self.device,
+                                                         dtype=self._step.input_dtype))
         self._ids: list[Hashable] = []
-        self._frame_counts: list[int] = []
-        self._boxes = np.empty((0, 4), dtype=np.float64)
-        self._templates = torch.empty(0, T, 3, St, St, device=self.device, dtype=self._input_dtype)
         self._next_id = 0
+        self._graph: Optional[GraphedStep] = None
+        self._layouts: dict[tuple, ImageLayout] = {}
 
     # --- targets --------------------------------------------------------------------------------
     @property
@@ -93,8 +96,8 @@ class BatchTracker:
         return len(self._ids)
 
     def box(self, target_id: Hashable) -> tuple[float, float, float, float]:
-        """The current (x, y, w, h) box of a target."""
-        return tuple(self._boxes[self._slot(target_id)].tolist())
+        """The current (x, y, w, h) box of a target (reads it from the device)."""
+        return tuple(self._state.boxes[self._slot(target_id)].tolist())
 
     def add(self, image: ImageLike, box: Sequence[float], target_id: Optional[Hashable] = None) -> Hashable:
         """Start tracking a target given its box (x, y, w, h) in ``image`` (H, W, 3) uint8 RGB, the frame
@@ -107,23 +110,24 @@ class BatchTracker:
         elif target_id in self._ids:
             raise ValueError(f"target_id {target_id!r} is already being tracked")
         frame = as_image(image, self.device)
-        values = check_box(box, frame.shape[0], frame.shape[1], self.config.template_factor)
-        boxes = np.asarray([values], dtype=np.float64)
-        template = self._crop_templates([frame], boxes, [0])
+        boxes = as_boxes([check_box(box, frame.shape[0], frame.shape[1], self.config.template_factor)], self.device)
+        layout = ImageLayout.of([frame.shape], [0], self.device)
+        template = self._step.crop_templates(frame.reshape(-1, 3), layout, boxes)
         templates = template[:, None].expand(-1, self.config.num_templates, -1, -1, -1)
-        self._templates = torch.cat([self._templates, templates])
-        self._boxes = np.concatenate([self._boxes, boxes])
+        self._set_state(self._state.cat(TargetState.new(boxes, templates)))
         self._ids.append(target_id)
-        self._frame_counts.append(0)
         return target_id
 
     def remove(self, target_id: Hashable) -> None:
         """Stop tracking a target."""
         slot = self._slot(target_id)
-        keep = [i for i in range(len(self._ids)) if i != slot]
-        self._templates = self._templates[torch.tensor(keep, dtype=torch.long, device=self.device)]
-        self._boxes = self._boxes[keep]
-        del self._ids[slot], self._frame_counts[slot]
+        keep = torch.tensor([i for i in range(len(self._ids)) if i != slot], dtype=torch.long, device=self.device)
+        self._set_state(self._state.select(keep))
+        del self._ids[slot]
+
+    def _set_state(self, state: TargetState) -> None:
+        # New state tensors: a captured graph still points at the old ones.
+        self._state, self._graph = state, None
 
     def _slot(self, target_id: Hashable) -> int:
         try:
@@ -132,44 +136,39 @@ class BatchTracker:
             raise KeyError(f"unknown target_id {target_id!r}; tracked targets: {self._ids}") from None
 
     # --- tracking -------------------------------------------------------------------------------
-    @torch.no_grad()
-    def track(self, frames: Union[ImageLike, Mapping[Hashable, ImageLike]]) -> dict[Hashable, TrackResult]:
-        """Track every target into its next frame.
+    def step(self, frames: Union[ImageLike, Mapping[Hashable, ImageLike]]) -> None:
+        """Track every target into its next frame without waiting for the device (no host copy of the
+        results; read them with :meth:`results`).
 
         Args:
             frames: one (H, W, 3) uint8 RGB image holding every target, or a mapping target id -> image
                 (targets in different videos; the same image object may serve several targets).
-        Returns:
-            ``{target_id: TrackResult(box, confidence)}`` in the order of :attr:`target_ids`.
         """
         if not self._ids:
             raise RuntimeError("no targets to track: add() one first")
         images, image_index = self._frames_per_target(frames)
-        heights, widths = np.asarray([images[i].shape[:2] for i in image_index], dtype=np.float64).T
-        cfg = self.config
+        shapes = [tuple(image.shape) for image in images]
+        key = layout_key(len(self), shapes, image_index)
+        if self.cuda_graph:
+            if self._graph is None or self._graph.key != key:
+                self._graph = GraphedStep(self._step, self._state, shapes, image_index)
+            self._graph(images)
+            return
+        if key not in self._layouts:
+            self._layouts = {key: ImageLayout.of(shapes, image_index, self.device)}
+        pixels = images[0].reshape(-1, 3) if len(images) == 1 else torch.cat([im.reshape(-1, 3) for im in images])
+        self._step(self._state, pixels, self._layouts[key])
 
-        previous = self._boxes
-        crops, geometry = crop_and_resize(images, previous, cfg.search_factor, cfg.search_size, image_index)
-        prompt = None
-        if cfg.prompt_tokens:
-            prompt = torch.from_numpy(boxes_in_crop(previous, previous, geometry, cfg.search_size)).float()
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
-            search = normalize_crops(crops).to(self._input_dtype)
-            result = self.model.generate(search, self._templates, prompt, window=self.settings.window,
-                                         check_finite=False)
-        # The one device-to-host copy: predicted boxes and SeqTrack's float32 sum of token probabilities.
-        host = torch.cat([result.boxes.float(), result.probs.float().sum(dim=-1, keepdim=True)], 1).cpu().numpy()
-        boxes = map_boxes_back(host[:, :4], previous, geometry, cfg.search_size)
-        self._boxes = clip_boxes(boxes, heights, widths, self.settings.margin)
-        confidences = host[:, 4].astype(np.float64) * 10  # scaled by 10 in double, as SeqTrack does
+    def results(self) -> dict[Hashable, TrackResult]:
+        """``{target_id: TrackResult(box, confidence)}`` after the last frame, in the order of :attr:`target_ids`
+        (one device-to-host copy; the confidence is NaN before a target's first tracked frame)."""
+        host = torch.cat([self._state.boxes, self._state.confidences[:, None]], dim=1).cpu().numpy()
+        return {target: TrackResult(tuple(row[:4].tolist()), float(row[4])) for target, row in zip(self._ids, host)}
 
-        self._frame_counts = [count + 1 for count in self._frame_counts]
-        due = [i for i, (count, confidence) in enumerate(zip(self._frame_counts, confidences))
-               if self.settings.should_update(count, confidence, cfg.num_templates)]
-        if due:
-            self._update_templates(images, image_index, due)
-        return {target: TrackResult(tuple(box), confidence)
-                for target, box, confidence in zip(self._ids, self._boxes.tolist(), confidences.tolist())}
+    def track(self, frames: Union[ImageLike, Mapping[Hashable, ImageLike]]) -> dict[Hashable, TrackResult]:
+        """:meth:`step` then :meth:`results`: every target's box and confidence in its next frame."""
+        self.step(frames)
+        return self.results()
 
     def _frames_per_target(self, frames) -> tuple[list[torch.Tensor], list[int]]:
         """Distinct images on the device and, per target, the index of its image."""
@@ -190,17 +189,3 @@ class BatchTracker:
                 images.append(as_image(image, self.device, f"frames[{target!r}]"))
             index.append(seen[id(image)])
         return images, index
-
-    def _crop_templates(self, images: list[torch.Tensor], boxes: np.ndarray,
-                        image_index: Sequence[int]) -> torch.Tensor:
-        cfg = self.config
-        crops, _ = crop_and_resize(images, boxes, cfg.template_factor, cfg.template_size, image_index)
-        return normalize_crops(crops).to(self._input_dtype)
-
-    def _update_templates(self, images: list[torch.Tensor], image_index: list[int], due: list[int]) -> None:
-        """Append a template cropped at the new box and drop the oldest non-initial one (the first
-        template, from the initial frame, is always kept)."""
-        new = self._crop_templates(images, self._boxes[due], [image_index[i] for i in due])
-        rows = torch.tensor(due, dtype=torch.long, device=self.device)
-        self._templates[rows, 1:-1] = self._templates[rows, 2:]
-        self._templates[rows, -1] = new

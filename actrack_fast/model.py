@@ -74,11 +74,12 @@ class ACTrack(nn.Module):
             return positions
         return torch.cat([self.additive.prompt_pos_embed, positions], dim=0)
 
-    def prefix(self, batch: int, device: torch.device, prompt_boxes: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def prefix(self, batch: int, device: torch.device, prompt_boxes: Optional[torch.Tensor] = None,
+               check_finite: bool = True) -> torch.Tensor:
         """Decoder input prefix (B, K + 1): K prompt tokens of the previous box, then ``start``.
 
         ``prompt_boxes``: (B, 4) previous box (cx, cy, w, h) as fractions of the current search crop,
-        required when ``config.prompt_tokens > 0``.
+        required when ``config.prompt_tokens > 0``; ``check_finite=False`` skips their NaN scan (a sync).
         """
         K = self.config.prompt_tokens
         start = torch.full((batch, 1), self.config.start_token, dtype=torch.long, device=device)
@@ -88,7 +89,7 @@ class ACTrack(nn.Module):
             return start
         if prompt_boxes is None:
             raise ValueError(f"prompt_boxes (B, 4) is required when config.prompt_tokens={K}")
-        check_tensor("prompt_boxes", prompt_boxes, (batch, 4))
+        check_tensor("prompt_boxes", prompt_boxes, (batch, 4), finite=check_finite)
         return torch.cat([boxes_to_tokens(prompt_boxes, self.config.bins).to(device), start], dim=1)
 
     def forward(self, search: torch.Tensor, templates: torch.Tensor, sequence: torch.Tensor) -> torch.Tensor:
@@ -111,12 +112,13 @@ class ACTrack(nn.Module):
             window: apply the Hanning window to the centre steps (default: ``config.use_window``).
             method: ``'cached'`` (KV cache) or ``'recompute'`` (SeqTrack's loop).
             additive: ``False`` runs plain SeqTrack (the injections skipped).
-            check_finite: scan the crops for NaN/inf (see :meth:`encode`).
+            check_finite: scan the crops and prompt boxes for NaN/inf (see :meth:`encode`).
         """
         if method not in DECODE_METHODS:
             raise ValueError(f"method must be one of {sorted(DECODE_METHODS)}, got {method!r}")
         memory = self.memory(self.encode(search, templates, additive=additive, check_finite=check_finite))
-        return self.decode(memory, self.prefix(search.shape[0], search.device, prompt_boxes), window, method)
+        prefix = self.prefix(search.shape[0], search.device, prompt_boxes, check_finite)
+        return self.decode(memory, prefix, window, method)
 
     def decode(self, memory: torch.Tensor, prefix: torch.Tensor, window: Optional[bool] = None,
                method: str = "cached") -> DecodeResult:

@@ -1,18 +1,17 @@
-"""Tracker preprocessing (spec section 6): crops on the frame's device, box geometry on the host.
+"""Tracker preprocessing (spec section 6) as tensor ops on any device, with static shapes.
 
 * :func:`crop_and_resize`: SeqTrack's square crop (side ``c = ceil(factor * sqrt(w*h))``, corner
   ``round(centre - c/2)``), zero border outside the image, resized to ``size x size`` with OpenCV's
   ``INTER_LINEAR`` fixed-point arithmetic reproduced exactly (bit-identical to ``cv2.copyMakeBorder`` +
-  ``cv2.resize`` on uint8 images, tested), for N targets in one or several images.
+  ``cv2.resize`` on uint8 images, tested), for N targets in one or several images;
+  :func:`crop_pixels` is the same on a flat pixel table (what a CUDA graph replays).
 * :func:`normalize_crops`: uint8 RGB -> ``/255``, ImageNet mean/std, channels first.
 * Box geometry: :func:`crop_geometry`, :func:`map_boxes_back`, :func:`clip_boxes`, :func:`boxes_in_crop`
-  on float64 numpy arrays of ``(x, y, w, h)`` boxes, with SeqTrack's float steps so rounding ties fall
-  the same way.
+  on float64 ``(x, y, w, h)`` boxes, with SeqTrack's float steps so rounding ties fall the same way.
 
-Why the split: the tracker needs every box on the host anyway (it returns them), and the crop geometry
-is a handful of numbers per target; computed on the device it would be ~100 kernel launches a frame.
-The host turns it into tap tables (which pixels, which weights: N x size x 4 integers) sent in one copy;
-the frame never leaves its device, where one gather and a few integer ops build the crops.
+Why on the device: the whole tracking step, geometry included, then runs without a host round trip and can
+be captured once as a CUDA graph (:mod:`actrack_fast.frame_step`). Every step is IEEE-exact (float64
+``sqrt``/division, float32 products, ties to even), so the same boxes come out on the CPU and the GPU.
 
 SeqTrack's own ``sample_target`` also blanks the image's last row/column whenever the crop reaches past
 the right/bottom edge (its pad is ``x2 - W + 1``); the spec's crop (zero border outside the image only)
@@ -31,21 +30,40 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # OpenCV's fixed-point resize: weights are 11-bit (INTER_RESIZE_COEF_BITS); the horizontal pass keeps
 # value * 2^11, the vertical pass drops 4 bits before multiplying and 16 after, then rounds 2 bits.
-_COEF_SCALE = np.float32(1 << 11)
+_COEF_SCALE = float(1 << 11)
 
 ImageLike = Union[np.ndarray, torch.Tensor]
+ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
 
 
 @dataclass
 class CropGeometry:
-    """Where each of N crops lies in its image (numpy, host): ``side`` (N,) int64 crop side c in image
-    pixels, ``x1``/``y1`` (N,) int64 top-left corner (may be negative), ``resize_factor`` (N,) float64
-    = size / c."""
+    """Where each of N crops lies in its image: ``side`` (N,) int64 crop side c in image pixels,
+    ``x1``/``y1`` (N,) int64 top-left corner (may be negative), ``resize_factor`` (N,) float64 = size / c."""
 
-    side: np.ndarray
-    x1: np.ndarray
-    y1: np.ndarray
-    resize_factor: np.ndarray
+    side: torch.Tensor
+    x1: torch.Tensor
+    y1: torch.Tensor
+    resize_factor: torch.Tensor
+
+
+@dataclass
+class ImageLayout:
+    """Where each of N targets' image lies in a flat (P, 3) uint8 pixel table: ``start`` (N,) int64 index of
+    its first pixel, ``height`` and ``width`` (N,) int64."""
+
+    start: torch.Tensor
+    height: torch.Tensor
+    width: torch.Tensor
+
+    @classmethod
+    def of(cls, shapes: Sequence[tuple], image_index: Sequence[int], device: Union[str, torch.device]) -> "ImageLayout":
+        """Layout of images of ``shapes`` ((H, W, ...) each) stored one after the other, targets in
+        ``image_index``."""
+        sizes = torch.tensor([shape[:2] for shape in shapes], dtype=torch.int64).reshape(-1, 2)
+        starts = torch.cumsum(sizes[:, 0] * sizes[:, 1], 0) - sizes[:, 0] * sizes[:, 1]
+        index = torch.as_tensor(np.asarray(image_index, dtype=np.int64))
+        return cls(*(t.to(device) for t in (starts[index], sizes[index, 0], sizes[index, 1])))
 
 
 def as_image(image: ImageLike, device: Union[str, torch.device], name: str = "image") -> torch.Tensor:
@@ -73,14 +91,19 @@ def _check_image_layout(name: str, shape: tuple, dtype: str, is_uint8: bool) -> 
         raise TypeError(f"{name} must hold uint8 pixels 0..255, got dtype {dtype}")
 
 
-def as_boxes(boxes, name: str = "boxes") -> np.ndarray:
-    """Array-like or tensor of (x, y, w, h) boxes -> (N, 4) float64 numpy array."""
-    if isinstance(boxes, torch.Tensor):
-        boxes = boxes.detach().to("cpu", torch.float64).numpy()
-    boxes = np.asarray(boxes, dtype=np.float64)
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"{name} must have shape (N, 4) (x, y, w, h), got {boxes.shape}")
+def as_boxes(boxes: ArrayLike, device: Union[str, torch.device, None] = None, name: str = "boxes") -> torch.Tensor:
+    """Array-like or tensor of (x, y, w, h) boxes -> (N, 4) float64 tensor (on ``device``, default: a
+    tensor's own device, else the CPU)."""
+    boxes = _float64(boxes, device)
+    if boxes.dim() != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"{name} must have shape (N, 4) (x, y, w, h), got {tuple(boxes.shape)}")
     return boxes
+
+
+def _float64(values: ArrayLike, device: Union[str, torch.device, None] = None) -> torch.Tensor:
+    if isinstance(values, torch.Tensor):
+        return values.detach().to(values.device if device is None else device, torch.float64)
+    return torch.as_tensor(np.asarray(values, dtype=np.float64), device=device)
 
 
 def check_box(box: Sequence[float], image_height: int, image_width: int, factor: float, name: str = "box") -> tuple:
@@ -104,17 +127,23 @@ def check_box(box: Sequence[float], image_height: int, image_width: int, factor:
     return x, y, w, h
 
 
-def crop_geometry(boxes: np.ndarray, factor: float, size: int) -> CropGeometry:
+def crop_geometry(boxes: ArrayLike, factor: float, size: int) -> CropGeometry:
     """Crop placement of SeqTrack's ``sample_target`` for boxes (N, 4) float64 (x, y, w, h)."""
-    x, y, w, h = boxes.T
-    side = np.ceil(np.sqrt(w * h) * factor)
-    # np.round, like Python's round, sends ties to even.
-    x1 = np.round(x + 0.5 * w - side * 0.5)
-    y1 = np.round(y + 0.5 * h - side * 0.5)
-    return CropGeometry(side.astype(np.int64), x1.astype(np.int64), y1.astype(np.int64), size / side)
+    x, y, w, h = as_boxes(boxes).unbind(-1)
+    side = torch.ceil(torch.sqrt(w * h) * factor)
+    # torch.round, like Python's round, sends ties to even.
+    x1 = torch.round(x + 0.5 * w - side * 0.5)
+    y1 = torch.round(y + 0.5 * h - side * 0.5)
+    return CropGeometry(side.long(), x1.long(), y1.long(), _scalar_over(size, side))
 
 
-def _linear_taps(side: np.ndarray, size: int, clamp_weights: bool) -> tuple[np.ndarray, np.ndarray]:
+def _scalar_over(numerator: float, denominator: torch.Tensor) -> torch.Tensor:
+    """``numerator / denominator`` correctly rounded like Python's division (``scalar / tensor`` in torch
+    multiplies by the reciprocal, one rounding more)."""
+    return torch.full_like(denominator, numerator) / denominator
+
+
+def _linear_taps(side: torch.Tensor, size: int, clamp_weights: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """OpenCV INTER_LINEAR taps along one axis for N sources of ``side`` pixels resized to ``size``.
 
     Returns source indices (N, size, 2) int64 in [0, side) and weights (N, size, 2) int64 summing to 2^11.
@@ -123,20 +152,21 @@ def _linear_taps(side: np.ndarray, size: int, clamp_weights: bool) -> tuple[np.n
     (``clamp_weights``) snap to the edge pixel with weight 1, while the rows keep their fractional weights
     on the clamped index (both taps read the same edge row); reproducing both makes the result bit-exact.
     """
-    scale = 1.0 / (size / side.astype(np.float64))
-    position = ((np.arange(size) + 0.5) * scale[:, None] - 0.5).astype(np.float32)
-    start = np.floor(position)
+    scale = _scalar_over(1.0, _scalar_over(size, side.double()))
+    grid = torch.arange(size, device=side.device, dtype=torch.float64) + 0.5
+    position = (grid * scale[:, None] - 0.5).float()
+    start = position.floor()
     fraction = position - start
-    start = start.astype(np.int64)
+    start = start.long()
     last = (side - 1)[:, None]
     if clamp_weights:
-        fraction = np.where((start < 0) | (start >= last), np.float32(0), fraction)
-    index = np.stack([np.minimum(np.maximum(start, 0), last), np.minimum(np.maximum(start + 1, 0), last)], -1)
-    weight = np.stack([np.rint((np.float32(1) - fraction) * _COEF_SCALE), np.rint(fraction * _COEF_SCALE)], -1)
-    return index, weight.astype(np.int64)
+        fraction = fraction.masked_fill((start < 0) | (start >= last), 0.0)
+    index = torch.stack([start.clamp(min=0).minimum(last), (start + 1).clamp(min=0).minimum(last)], -1)
+    weight = torch.stack([((1.0 - fraction) * _COEF_SCALE).round(), (fraction * _COEF_SCALE).round()], -1)
+    return index, weight.long()
 
 
-def crop_and_resize(images: Union[torch.Tensor, Sequence[torch.Tensor]], boxes, factor: float, size: int,
+def crop_and_resize(images: Union[torch.Tensor, Sequence[torch.Tensor]], boxes: ArrayLike, factor: float, size: int,
                     image_index: Optional[Sequence[int]] = None) -> tuple[torch.Tensor, CropGeometry]:
     """Square crops around N boxes, zero outside their image, resized to ``size`` (uint8), on the images'
     device.
@@ -150,31 +180,33 @@ def crop_and_resize(images: Union[torch.Tensor, Sequence[torch.Tensor]], boxes, 
         and the :class:`CropGeometry`.
     """
     images = [images] if isinstance(images, torch.Tensor) else list(images)
-    boxes = as_boxes(boxes)
-    index = np.zeros(len(boxes), np.int64) if image_index is None else np.asarray(image_index, np.int64)
-    geometry = crop_geometry(boxes, factor, size)
-    # One flat pixel table for all images: pixel (r, c) of image i sits at start[i] + r * width[i] + c.
-    shapes = np.asarray([image.shape[:2] for image in images], dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(shapes[:, 0] * shapes[:, 1])[:-1]])
-    height, width, start = shapes[index, 0, None, None], shapes[index, 1, None, None], starts[index, None, None]
+    device = images[0].device
+    boxes = as_boxes(boxes, device)
+    index = [0] * len(boxes) if image_index is None else image_index
+    layout = ImageLayout.of([image.shape for image in images], index, device)
+    pixels = images[0].reshape(-1, 3) if len(images) == 1 else torch.cat([image.reshape(-1, 3) for image in images])
+    return crop_pixels(pixels, layout, boxes, factor, size)
 
+
+def crop_pixels(pixels: torch.Tensor, layout: ImageLayout, boxes: torch.Tensor, factor: float,
+                size: int) -> tuple[torch.Tensor, CropGeometry]:
+    """:func:`crop_and_resize` on a flat (P, 3) uint8 pixel table and its :class:`ImageLayout`, boxes (N, 4)
+    float64 on the pixels' device: no host work, shapes fixed by N and ``size``."""
+    geometry = crop_geometry(boxes, factor, size)
+    height, width, start = layout.height[:, None, None], layout.width[:, None, None], layout.start[:, None, None]
     rows, row_weights = _linear_taps(geometry.side, size, clamp_weights=False)
     cols, col_weights = _linear_taps(geometry.side, size, clamp_weights=True)
     rows, cols = rows + geometry.y1[:, None, None], cols + geometry.x1[:, None, None]
     # A tap outside the image reads the zero border: give it weight 0 (and any valid address).
-    row_weights = np.where((rows >= 0) & (rows < height), row_weights, 0)
-    col_weights = np.where((cols >= 0) & (cols < width), col_weights, 0)
-    row_offsets = start + np.minimum(np.maximum(rows, 0), height - 1) * width
-    cols = np.minimum(np.maximum(cols, 0), width - 1)
+    row_weights = torch.where((rows >= 0) & (rows < height), row_weights, 0).int()
+    col_weights = torch.where((cols >= 0) & (cols < width), col_weights, 0).int()
+    row_offsets = start + rows.clamp(min=0).minimum(height - 1) * width
+    cols = cols.clamp(min=0).minimum(width - 1)
 
-    device = images[0].device
-    taps = torch.from_numpy(np.stack([row_offsets, row_weights, cols, col_weights], axis=1))
-    row_offsets, row_weights, cols, col_weights = taps.to(device, non_blocking=True).unbind(1)  # (N, size, 2)
-    pixels = images[0].reshape(-1, 3) if len(images) == 1 else torch.cat([image.reshape(-1, 3) for image in images])
     flat = row_offsets[:, :, :, None, None] + cols[:, None, None, :, :]  # (N, size, 2, size, 2)
-    values = pixels[flat].int() * col_weights.int()[:, None, None, :, :, None]
+    values = pixels[flat].int() * col_weights[:, None, None, :, :, None]
     horizontal = values.sum(dim=4, dtype=torch.int32)  # (N, size, 2, size, 3): value * 2^11
-    row_weights = row_weights.int()[:, :, :, None, None]
+    row_weights = row_weights[:, :, :, None, None]
     out = ((row_weights[:, :, 0] * (horizontal[:, :, 0] >> 4)) >> 16) + \
         ((row_weights[:, :, 1] * (horizontal[:, :, 1] >> 4)) >> 16)
     return ((out + 2) >> 2).to(torch.uint8), geometry
@@ -192,40 +224,46 @@ def normalize_crops(crops: torch.Tensor) -> torch.Tensor:
     return (crops.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
 
 
-def map_boxes_back(pred: np.ndarray, previous: np.ndarray, geometry: CropGeometry, size: int) -> np.ndarray:
+def map_boxes_back(pred: ArrayLike, previous: ArrayLike, geometry: CropGeometry, size: int) -> torch.Tensor:
     """Predicted (cx, cy, w, h) fractions of the search crop (N, 4) -> image boxes (N, 4) float64 xywh.
 
     SeqTrack's steps: ``pred * size / resize_factor`` in float32, then the crop origin is taken as the
     previous centre minus half the crop side ``0.5 * size / resize_factor`` (float64).
     """
-    in_crop = (np.asarray(pred, np.float32) * np.float32(size)) / geometry.resize_factor.astype(np.float32)[:, None]
-    cx, cy, w, h = in_crop.astype(np.float64).T
-    half = 0.5 * size / geometry.resize_factor
+    previous = as_boxes(previous, geometry.side.device, "previous")
+    pred = torch.as_tensor(pred, device=previous.device).float()
+    cx, cy, w, h = ((pred * size) / geometry.resize_factor.float()[:, None]).double().unbind(-1)
+    half = _scalar_over(0.5 * size, geometry.resize_factor)
     cx = cx + (previous[:, 0] + 0.5 * previous[:, 2] - half)
     cy = cy + (previous[:, 1] + 0.5 * previous[:, 3] - half)
-    return np.stack([cx - 0.5 * w, cy - 0.5 * h, w, h], axis=-1)
+    return torch.stack([cx - 0.5 * w, cy - 0.5 * h, w, h], dim=-1)
 
 
-def boxes_in_crop(boxes: np.ndarray, previous: np.ndarray, geometry: CropGeometry, size: int) -> np.ndarray:
-    """Image boxes (N, 4) xywh -> (cx, cy, w, h) fractions of the search crop placed around ``previous``.
+def boxes_in_crop(boxes: ArrayLike, previous: ArrayLike, geometry: CropGeometry, size: int) -> torch.Tensor:
+    """Image boxes (N, 4) xywh -> (cx, cy, w, h) fractions (float64) of the search crop placed around
+    ``previous``.
 
     The inverse of :func:`map_boxes_back` (same crop origin and side); the previous box itself maps to
     ``(0.5, 0.5, w / side, h / side)``. Used for the decoder's prompt tokens.
     """
-    half = 0.5 * size / geometry.resize_factor
+    device = geometry.side.device
+    boxes, previous = as_boxes(boxes, device), as_boxes(previous, device, "previous")
+    half = _scalar_over(0.5 * size, geometry.resize_factor)
     # Offsets from the previous centre first, so the previous box lands exactly on 0.5 (a token tie).
     cx = (boxes[:, 0] + 0.5 * boxes[:, 2]) - (previous[:, 0] + 0.5 * previous[:, 2]) + half
     cy = (boxes[:, 1] + 0.5 * boxes[:, 3]) - (previous[:, 1] + 0.5 * previous[:, 3]) + half
-    return np.stack([cx, cy, boxes[:, 2], boxes[:, 3]], axis=-1) / (2 * half)[:, None]
+    return torch.stack([cx, cy, boxes[:, 2], boxes[:, 3]], dim=-1) / (2 * half)[:, None]
 
 
-def clip_boxes(boxes: np.ndarray, heights: np.ndarray, widths: np.ndarray, margin: float) -> np.ndarray:
+def clip_boxes(boxes: ArrayLike, heights: ArrayLike, widths: ArrayLike, margin: float) -> torch.Tensor:
     """SeqTrack's ``clip_box``: keep each (x, y, w, h) box (N, 4) at least ``margin`` pixels inside its
     image of ``heights``/``widths`` (N,); a box that left the image becomes a margin-sized box at the edge."""
-    x1, y1, w, h = np.asarray(boxes, np.float64).T
+    boxes = as_boxes(boxes)
+    heights, widths = _float64(heights, boxes.device), _float64(widths, boxes.device)
+    x1, y1, w, h = boxes.unbind(-1)
     x2, y2 = x1 + w, y1 + h
-    x1 = np.minimum(np.maximum(0, x1), widths - margin)
-    x2 = np.minimum(np.maximum(margin, x2), widths)
-    y1 = np.minimum(np.maximum(0, y1), heights - margin)
-    y2 = np.minimum(np.maximum(margin, y2), heights)
-    return np.stack([x1, y1, np.maximum(margin, x2 - x1), np.maximum(margin, y2 - y1)], axis=-1)
+    x1 = torch.minimum(x1.clamp(min=0), widths - margin)
+    x2 = torch.minimum(x2.clamp(min=margin), widths)
+    y1 = torch.minimum(y1.clamp(min=0), heights - margin)
+    y2 = torch.minimum(y2.clamp(min=margin), heights)
+    return torch.stack([x1, y1, (x2 - x1).clamp(min=margin), (y2 - y1).clamp(min=margin)], dim=-1)

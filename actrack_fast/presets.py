@@ -22,6 +22,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
+import torch
+
 DEFAULT_DATASET = "DEFAULT"
 
 _INTERVALS = {
@@ -79,10 +81,11 @@ class TrackerSettings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
-    def should_update(self, frame_index: int, confidence: float, num_templates: int) -> bool:
-        """SeqTrack's rule: with more than one template, every ``update_interval``-th tracked frame
-        (counted from 1 after initialisation) whose confidence exceeds ``update_threshold``."""
-        return num_templates > 1 and frame_index % self.update_interval == 0 and confidence > self.update_threshold
+    def update_due(self, frames: torch.Tensor, confidences: torch.Tensor) -> torch.Tensor:
+        """SeqTrack's rule, per target (N,) bool: every ``update_interval``-th tracked frame (``frames``, counted
+        from 1 after initialisation) whose confidence exceeds ``update_threshold``. Only models with more
+        than one template update."""
+        return (frames % self.update_interval == 0) & (confidences > self.update_threshold)
 
 
 def update_preset(config_name: str, dataset: str = "default") -> tuple[int, float]:

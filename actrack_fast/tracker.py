@@ -4,7 +4,8 @@
 list with T copies; ``track(image)`` crops the search region around the previous box, encodes the
 templates and the search crop, decodes the four coordinate tokens, maps the box back to the image,
 clips it with the 10-pixel margin and, every ``update_interval`` frames when the confidence exceeds
-``update_threshold``, swaps in a template cropped at the new box. Crops run on the model's device.
+``update_threshold``, swaps in a template cropped at the new box. Everything runs on the model's device; on
+CUDA each frame replays one CUDA graph (see :class:`~actrack_fast.BatchTracker`, which this wraps).
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ class Tracker:
         preset: dataset whose SeqTrack template-update preset to use (``'default'``, ``'lasot'``,
             ``'got10k_test'``, ``'vot20'`` ...; see :mod:`actrack_fast.presets`).
         dtype: ``float32`` (default), or ``bfloat16``/``float16`` to run the model under autocast.
+        cuda_graph: replay each frame as a CUDA graph (default: on CUDA devices); ``False`` runs eagerly,
+            with identical results.
         **settings: overrides of :class:`TrackerSettings`: ``update_interval``, ``update_threshold``,
             ``window`` (Hanning window on/off; default from the model config), ``margin``.
 
@@ -40,8 +43,9 @@ class Tracker:
     """
 
     def __init__(self, model: torch.nn.Module, preset: str = "default", *,
-                 dtype: Union[str, torch.dtype, None] = None, **settings: Any) -> None:
-        self._batch = BatchTracker(model, preset, dtype=dtype, **settings)
+                 dtype: Union[str, torch.dtype, None] = None, cuda_graph: Optional[bool] = None,
+                 **settings: Any) -> None:
+        self._batch = BatchTracker(model, preset, dtype=dtype, cuda_graph=cuda_graph, **settings)
 
     @property
     def settings(self) -> TrackerSettings:
@@ -62,8 +66,13 @@ class Tracker:
             self._batch.remove(_TARGET)
         self._batch.add(image, box_xywh, target_id=_TARGET)
 
-    def track(self, image: ImageLike) -> TrackResult:
-        """The target's box (x, y, w, h) in ``image`` and the confidence (10 x sum of token probabilities)."""
+    def step(self, image: ImageLike) -> None:
+        """Track the target into ``image`` without waiting for the device; :attr:`box` reads the result."""
         if not len(self._batch):
             raise RuntimeError("call initialize(image, box_xywh) before track(image)")
-        return self._batch.track(image)[_TARGET]
+        self._batch.step(image)
+
+    def track(self, image: ImageLike) -> TrackResult:
+        """The target's box (x, y, w, h) in ``image`` and the confidence (10 x sum of token probabilities)."""
+        self.step(image)
+        return self._batch.results()[_TARGET]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from test_preprocessing import opencv_crop
 
-from actrack_fast import Tracker, TrackerSettings, build_model, get_config
+from actrack_fast import BatchTracker, Tracker, TrackerSettings, build_model, get_config
 from actrack_fast.decoding import DecodeResult
 from actrack_fast.presets import DATASETS, update_preset
 from actrack_fast.data import render_sequence
@@ -102,7 +102,7 @@ def test_template_update_keeps_the_first_and_drops_the_oldest_other():
     frames, truth = clean_sequence(num_frames=5, height=96, width=128, target_size=24)
     tracker = Tracker(model, update_interval=1, update_threshold=-1.0)
     tracker.initialize(frames[0], truth[0])
-    templates = lambda: tracker._batch._templates[0].clone()  # noqa: E731 - (T, 3, St, St) of the one target
+    templates = lambda: tracker._batch._state.templates[0].clone()  # noqa: E731 - (T, 3, St, St) of the one target
     initial = templates()
     seen = []
     for frame in frames[1:4]:
@@ -264,3 +264,19 @@ def test_gpu_tracker_takes_numpy_or_device_frames_alike():
         tracker.initialize(inputs[0], truth[0])
         results.append([tracker.track(frame) for frame in inputs[1:]])
     assert results[0] == results[1]
+
+
+def test_step_then_results_equals_track_and_graphs_need_cuda():
+    torch.manual_seed(0)
+    model = small_model(num_templates=3)
+    frames, truth = clean_sequence(num_frames=5, height=96, width=128, target_size=24)
+    tracked, stepped = Tracker(model, update_interval=2), BatchTracker(model, update_interval=2)
+    tracked.initialize(frames[0], truth[0])
+    target = stepped.add(frames[0], truth[0])
+    assert np.isnan(stepped.results()[target].confidence)  # not tracked yet
+    for frame in frames[1:]:
+        expected = tracked.track(frame)
+        stepped.step(frame)
+        assert stepped.results()[target] == expected and tracked.box == expected.box
+    with pytest.raises(ValueError, match="cuda_graph=True needs the model on a CUDA device"):
+        Tracker(model, cuda_graph=True)

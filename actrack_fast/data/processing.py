@@ -125,7 +125,7 @@ class SeqTrackProcessing:
         search, geometry = _crops([search_frame], search_crop_box, cfg.search_factor, cfg.search_size)
 
         def in_crop(boxes: np.ndarray) -> torch.Tensor:
-            return clip_to_crop(torch.from_numpy(boxes_in_crop(boxes, search_crop_box, geometry, cfg.search_size)))
+            return clip_to_crop(boxes_in_crop(boxes, search_crop_box, geometry, cfg.search_size))
 
         target = in_crop(np.asarray(search_box, dtype=np.float64).reshape(1, 4))
         prompt = in_crop(search_crop_box) if cfg.prompt_tokens else None

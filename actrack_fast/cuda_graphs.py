@@ -1,0 +1,27 @@
+"""CUDA-graph capture shared by the tracker's graphed step and the benchmarks."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+
+def capture_graph(step: Callable[[], object], repeats: int = 1, warmup: int = 1) -> torch.cuda.CUDAGraph:
+    """Run ``step`` ``warmup`` times on a side stream (autotuning, compilation and library handles happen
+    outside the capture, as CUDA graphs require), then capture ``repeats`` calls of it in one graph.
+
+    ``step`` must be replayable: fixed shapes, inputs read from and outputs written to tensors that outlive
+    the graph, no host synchronisation. The warm-up calls really run, so a ``step`` that updates state in
+    place has updated it ``warmup`` times when this returns (capturing itself runs nothing).
+    """
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(repeats):
+            step()
+    return graph

@@ -1,0 +1,153 @@
+"""One tracking step for N targets as device tensor ops with static shapes (spec section 6), so the whole
+step can be captured once as a CUDA graph and replayed per frame.
+
+:class:`TargetState` keeps every target's box, frame counter, last confidence and templates on the device.
+:class:`FrameStep` advances it by one frame, in place: search crop and normalisation, ``model.generate``, box
+mapping and clipping, confidence, the template-update decision and the update itself. The new template is
+cropped for every target and kept only where an update is due (``torch.where``): the step has no
+data-dependent control flow and never waits for the host. :class:`GraphedStep` captures it for one frame
+layout (target count, image shapes) and replays it; calling the same :class:`FrameStep` eagerly is the
+fallback on any device, and gives the same results bit for bit.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .cuda_graphs import capture_graph
+from .preprocessing import ImageLayout, boxes_in_crop, clip_boxes, crop_pixels, map_boxes_back, normalize_crops
+from .presets import TrackerSettings
+
+# Warm-up calls before a capture: the first autotunes Triton kernels and creates library handles, the
+# second runs with everything cached, as every replay will.
+_WARMUP = 2
+
+
+@dataclass
+class TargetState:
+    """Per-target tracking state, on the model's device.
+
+    boxes: (N, 4) float64 (x, y, w, h) in pixels. frames: (N,) int64 frames tracked since the target was
+    added. confidences: (N,) float64 confidence of the last frame (NaN before the first).
+    templates: (N, T, 3, St, St) normalised template crops, the initial one first.
+    """
+
+    boxes: torch.Tensor
+    frames: torch.Tensor
+    confidences: torch.Tensor
+    templates: torch.Tensor
+
+    @classmethod
+    def new(cls, boxes: torch.Tensor, templates: torch.Tensor) -> "TargetState":
+        """State of freshly added targets: ``boxes`` (N, 4) float64 and their templates (N, T, 3, St, St)."""
+        count = boxes.shape[0]
+        return cls(boxes, torch.zeros(count, dtype=torch.int64, device=boxes.device),
+                   torch.full((count,), float("nan"), dtype=torch.float64, device=boxes.device), templates)
+
+    def __len__(self) -> int:
+        return self.boxes.shape[0]
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [getattr(self, field.name) for field in dataclasses.fields(self)]
+
+    def clone(self) -> "TargetState":
+        return TargetState(*(t.clone() for t in self.tensors()))
+
+    def copy_(self, other: "TargetState") -> None:
+        """Overwrite in place (a captured graph keeps reading and writing these same tensors)."""
+        for mine, theirs in zip(self.tensors(), other.tensors()):
+            mine.copy_(theirs)
+
+    def select(self, index: torch.Tensor) -> "TargetState":
+        return TargetState(*(t[index] for t in self.tensors()))
+
+    def cat(self, other: "TargetState") -> "TargetState":
+        return TargetState(*(torch.cat([a, b]) for a, b in zip(self.tensors(), other.tensors())))
+
+
+class FrameStep:
+    """Advance a :class:`TargetState` by one frame (see the module docstring).
+
+    Args:
+        model: an ACTrack model in eval mode, on the device of the state.
+        settings: the tracker's update interval/threshold, window and margin.
+        dtype: ``float32``, or ``bfloat16``/``float16`` to run the model under autocast.
+    """
+
+    def __init__(self, model: torch.nn.Module, settings: TrackerSettings, dtype: torch.dtype) -> None:
+        self.model = model
+        self.config = model.config
+        self.settings = settings
+        self.dtype = dtype
+        self.input_dtype = next(model.parameters()).dtype
+
+    def crop_templates(self, pixels: torch.Tensor, layout: ImageLayout, boxes: torch.Tensor) -> torch.Tensor:
+        """Normalised template crops (N, 3, St, St) around ``boxes`` (N, 4) float64."""
+        cfg = self.config
+        crops, _ = crop_pixels(pixels, layout, boxes, cfg.template_factor, cfg.template_size)
+        return normalize_crops(crops).to(self.input_dtype)
+
+    @torch.no_grad()
+    def __call__(self, state: TargetState, pixels: torch.Tensor, layout: ImageLayout) -> None:
+        """Track every target of ``state`` into the frame(s) in ``pixels`` (P, 3) uint8 laid out by ``layout``."""
+        cfg, settings = self.config, self.settings
+        previous = state.boxes
+        crops, geometry = crop_pixels(pixels, layout, previous, cfg.search_factor, cfg.search_size)
+        prompt = boxes_in_crop(previous, previous, geometry, cfg.search_size).float() if cfg.prompt_tokens else None
+        # No autocast weight cache: inside a graph capture its casts would be freed behind the graph's back.
+        with torch.autocast(pixels.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32,
+                            cache_enabled=False):
+            search = normalize_crops(crops).to(self.input_dtype)
+            result = self.model.generate(search, state.templates, prompt, window=settings.window, check_finite=False)
+        boxes = clip_boxes(map_boxes_back(result.boxes, previous, geometry, cfg.search_size),
+                           layout.height, layout.width, settings.margin)
+        # SeqTrack's confidence: the float32 sum of the token probabilities, scaled by 10 in double.
+        confidences = result.probs.float().sum(dim=-1).double() * 10
+        frames = state.frames + 1
+        if cfg.num_templates > 1:  # with one template there is nothing to update
+            due = settings.update_due(frames, confidences)
+            new = self.crop_templates(pixels, layout, boxes)
+            # The initial template stays first; the oldest later one makes room for the new one at the end.
+            updated = torch.cat([state.templates[:, :1], state.templates[:, 2:], new[:, None]], dim=1)
+            state.templates.copy_(torch.where(due[:, None, None, None, None], updated, state.templates))
+        state.boxes.copy_(boxes)
+        state.frames.copy_(frames)
+        state.confidences.copy_(confidences)
+
+
+class GraphedStep:
+    """A :class:`FrameStep` captured as a CUDA graph for one frame layout, replayed per frame.
+
+    The graph reads the frames from its own pixel buffer (each call copies the new frames in) and updates
+    ``state`` in place; ``state``'s tensors must therefore stay the same objects while it is used.
+    Capturing happens on the first call.
+    """
+
+    def __init__(self, step: FrameStep, state: TargetState, shapes: Sequence[tuple], image_index: Sequence[int]) -> None:
+        device = state.boxes.device
+        self.key = layout_key(len(state), shapes, image_index)
+        self.layout = ImageLayout.of(shapes, image_index, device)
+        sizes = [shape[0] * shape[1] for shape in shapes]
+        self.pixels = torch.empty(sum(sizes), 3, dtype=torch.uint8, device=device)
+        self._images = list(torch.split(self.pixels, sizes))
+        self._step, self._state = step, state
+        self._graph = None
+
+    def __call__(self, images: Sequence[torch.Tensor]) -> None:
+        """Track into ``images`` ((H, W, 3) uint8 each, of the shapes given at construction)."""
+        for buffer, image in zip(self._images, images):
+            buffer.copy_(image.reshape(-1, 3))
+        if self._graph is None:
+            # The warm-up calls really track: run them from a copy of the state and put it back after.
+            saved = self._state.clone()
+            self._graph = capture_graph(lambda: self._step(self._state, self.pixels, self.layout), warmup=_WARMUP)
+            self._state.copy_(saved)
+        self._graph.replay()
+
+
+def layout_key(count: int, shapes: Sequence[tuple], image_index: Sequence[int]) -> tuple:
+    """What fixes a step's shapes: target count, image shapes, image of each target."""
+    return count, tuple(tuple(shape) for shape in shapes), tuple(image_index)
