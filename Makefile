@@ -19,8 +19,10 @@ $(STAMP): setup.py pyproject.toml $(CONSTRAINTS) $(EXTENSION_SOURCES)
 
 install: $(STAMP)
 
+# The FPS suite runs too (on CPU: tiny config, a few calls per case) so CI exercises the benchmark code.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q benchmarks/test_fps.py --benchmark-columns=median,rounds --benchmark-sort=name
 
 DEMO_DIR ?= demo_output
 # Generate a short sequence (a textured patch moving over a natural image) and track it through the CLI.

@@ -17,11 +17,12 @@ Backends (:data:`BACKENDS`): ``reference-eager-fp32`` (the PyTorch reference, ea
 ``reference-bf16-graph`` (the reference in bfloat16 replayed as a CUDA graph), ``compile`` (as the previous, with
 every encoder block through ``torch.compile``; the best PyTorch path) and ``fast`` (the backends ``auto`` picks:
 CUDA correlation, Triton decoder; bfloat16, CUDA graph). Models hold random weights from a fixed seed (speed does
-not depend on the values) with nonzero injections, converted to the row's dtype with ``model.to``.
+not depend on the values) with nonzero injections, converted to the row's dtype with ``model.to`` (the trackers
+then run them without autocast).
 
 Timing: ``warmup`` untimed calls (graph capture and compilation happen there), then ``runs`` timed calls. On CUDA
 each call sits between two CUDA events and is synchronised (graph backends replay a graph captured by
-:func:`capture_graph`; the ``step`` component replays the tracker's own graph); on CPU ``time.perf_counter``.
+:func:`~actrack_fast.cuda_graphs.capture_graph`; the ``step`` component replays the tracker's own graph); on CPU ``time.perf_counter``.
 A row reports the median and the 10th/90th percentiles, frames/s (calls per second) and target-frames/s
 (``batch`` x frames/s).
 """
@@ -43,8 +44,9 @@ from .additive import target_kernel_size
 from .batch_tracker import DTYPES, BatchTracker
 from .config import CONFIGS, ModelConfig, get_config
 from .correlation import xcorr_depthwise
+from .cuda_graphs import capture_graph
 from .model import ACTrack, build_model
-from .preprocessing import crop_and_resize, normalize_crops
+from .preprocessing import ImageLayout, as_boxes, crop_pixels, normalize_crops
 from .tracker import Tracker
 
 COMPONENTS = ("crop", "additive", "correlation", "encoder", "decoder", "step")
@@ -95,23 +97,6 @@ COMPONENT_OPS = {"crop": (), "additive": ("xcorr",), "correlation": ("xcorr",), 
 
 class Unavailable(RuntimeError):
     """The backend cannot run this component on this device (the message says why); callers skip the case."""
-
-
-# --- CUDA graphs ------------------------------------------------------------------------------------------
-def capture_graph(step: Callable[[], object], repeats: int = 1, warmup: int = 1) -> torch.cuda.CUDAGraph:
-    """Run ``step`` ``warmup`` times on a side stream (autotuning, compilation and library handles happen
-    outside the capture, as CUDA graphs require), then capture ``repeats`` calls of it in one graph."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(warmup):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(repeats):
-            step()
-    return graph
 
 
 # --- arguments --------------------------------------------------------------------------------------------
@@ -290,11 +275,14 @@ class _Prepared:
 def _component_call(spec: CaseSpec, model: ACTrack) -> _Prepared:
     cfg, batch, dtype, device = spec.config, spec.batch, spec.dtype, spec.device
     if spec.component == "crop":
+        # The tracker's crop: geometry and gather on the device from boxes already there.
         frames, first = benchmark_video(cfg, device)
-        boxes = start_boxes(first, batch, frame_size(cfg))
+        frame = frames[1]
+        pixels, layout = frame.reshape(-1, 3), ImageLayout.of([frame.shape], [0] * batch, device)
+        boxes = as_boxes(start_boxes(first, batch, frame_size(cfg)), device)
 
         def crop():
-            crops, _ = crop_and_resize(frames[1], boxes, cfg.search_factor, cfg.search_size)
+            crops, _ = crop_pixels(pixels, layout, boxes, cfg.search_factor, cfg.search_size)
             return normalize_crops(crops).to(dtype)
         width, height = frame_size(cfg)
         return _Prepared(crop, f"{width}x{height} uint8 frame on {device.type}")
@@ -324,12 +312,12 @@ def _tracker_step(spec: CaseSpec, model: ACTrack) -> _Prepared:
     cfg = spec.config
     frames, first = benchmark_video(cfg, spec.device)
     boxes = start_boxes(first, spec.batch, frame_size(cfg))
-    options = dict(dtype=spec.dtype, cuda_graph=spec.graph)
+    # The model is already in the case's dtype: no autocast on top (its casts would be extra kernels).
     if spec.batch == 1:
-        tracker = Tracker(model, **options)
+        tracker = Tracker(model, cuda_graph=spec.graph)
         tracker.initialize(frames[0], boxes[0])
     else:
-        tracker = BatchTracker(model, **options)
+        tracker = BatchTracker(model, cuda_graph=spec.graph)
         for box in boxes:
             tracker.add(frames[0], box)
     position = iter(_cycle(len(frames)))
@@ -369,9 +357,6 @@ def _check_available(spec: CaseSpec) -> dict[str, str]:
         raise Unavailable(f"every op of the {spec.component} runs the reference on {spec.device} ("
                           + ", ".join(f"{op}={ops[op]}" for op in used) + "): xcorr=cuda needs the C++/CUDA "
                           "extension actrack_fast._C, decoder=triton needs triton and a CUDA GPU")
-    if spec.component == "crop" and spec.graph:
-        raise Unavailable("the search crop computes its geometry on the host and copies tap tables to the device, "
-                          "which a CUDA graph cannot hold; it runs eagerly in 'reference-eager-fp32'")
     return ops
 
 

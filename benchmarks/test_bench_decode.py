@@ -30,7 +30,7 @@ import torch
 import triton
 
 from actrack_fast import fast_decoder
-from actrack_fast.benchmarking import capture_graph
+from actrack_fast.cuda_graphs import capture_graph
 from actrack_fast.decoding import decode_cached, decode_recompute
 from kernels import decode as kernels
 from tests.test_decode_triton import make_parts

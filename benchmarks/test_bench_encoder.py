@@ -28,8 +28,8 @@ import pytest
 import torch
 
 from actrack_fast import backend, build_model
-from actrack_fast.benchmarking import capture_graph
 from actrack_fast.config import ModelConfig, get_config
+from actrack_fast.cuda_graphs import capture_graph
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from actrack_fast.additive import target_kernel_size
-from actrack_fast.benchmarking import capture_graph
 from actrack_fast.config import get_config
 from actrack_fast.correlation import xcorr_depthwise
+from actrack_fast.cuda_graphs import capture_graph
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
