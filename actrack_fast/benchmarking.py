@@ -22,9 +22,9 @@ then run them without autocast).
 
 Timing: ``warmup`` untimed calls (graph capture and compilation happen there), then ``runs`` timed calls. On CUDA
 each call sits between two CUDA events and is synchronised (graph backends replay a graph captured by
-:func:`~actrack_fast.cuda_graphs.capture_graph`; the ``step`` component replays the tracker's own graph); on CPU ``time.perf_counter``.
-A row reports the median and the 10th/90th percentiles, frames/s (calls per second) and target-frames/s
-(``batch`` x frames/s).
+:func:`~actrack_fast.cuda_graphs.capture_graph`; the ``step`` component replays the tracker's own graph); on CPU
+``time.perf_counter``. A row reports the median and the 10th/90th percentiles, frames/s (calls per second) and
+target-frames/s (``batch`` x frames/s).
 """
 from __future__ import annotations
 

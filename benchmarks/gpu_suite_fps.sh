@@ -11,7 +11,7 @@
 # Optional: ACTRACK_FPS_BACKENDS (default all: reference-eager-fp32,reference-bf16-graph,compile,fast),
 # ACTRACK_FPS_COMPONENTS (step,crop,additive,correlation,encoder,decoder), ACTRACK_FPS_BATCHES (1,64),
 # ACTRACK_FPS_CONFIG (B256), ACTRACK_FPS_COMPILE_MODE (default; max-autotune-no-cudagraphs takes minutes per
-# batch size), FPS_LIMIT (seconds for the pytest stage, default 420), SKIP_BUILD=1.
+# batch size), FPS_LIMIT (seconds for the pytest stage, default 390), SKIP_BUILD=1.
 # Every stage runs even if an earlier one fails; the exit status is that of the first failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -41,7 +41,7 @@ step build build
 fps() {
   rm -f "$ACTRACK_FPS_ROWS" "$OUT/fps.json"
   local begin=$SECONDS
-  timeout "${FPS_LIMIT:-420}" python3 -m pytest -v -p no:cacheprovider -rs benchmarks/test_fps.py \
+  timeout "${FPS_LIMIT:-390}" python3 -m pytest -v -p no:cacheprovider -rs benchmarks/test_fps.py \
     --benchmark-json="$OUT/fps.json" --benchmark-columns=median,iqr,rounds --benchmark-sort=name \
     > "$OUT/fps_bench.txt" 2>&1
   local rc=$?

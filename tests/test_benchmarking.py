@@ -57,7 +57,8 @@ def test_bench_cli_prints_a_table(capsys, one_thread):
     rows = table_rows(out)
     check_positive(rows)
     measured = {(r["component"], r["backend"], int(r["batch"])) for r in rows}
-    expected_backends = {"reference-eager-fp32"} | ({"fast"} if backend.select("xcorr", "cpu") != "reference" else set())
+    fast_on_cpu = backend.select("xcorr", "cpu") != backend.REFERENCE
+    expected_backends = {"reference-eager-fp32"} | ({"fast"} if fast_on_cpu else set())
     assert measured == {(c, b, n) for c in ("correlation", "encoder", "full step") for b in expected_backends
                         for n in (1, 2)}
     assert "CPU" in out and f"torch {torch.__version__}" in out and "config tiny" in out
