@@ -1,6 +1,6 @@
 """The one place that decides which implementation runs each op.
 
-Every op (``xcorr``, ``encoder_block``, ``decoder``) has the pure PyTorch reference, always available
+Every op (``xcorr``, ``encoder_block``, ``decoder``, ``crop``) has the pure PyTorch reference, always available
 and the ground truth, and may have fast paths that register themselves here with an availability test.
 The choice, in order of precedence:
 
@@ -24,7 +24,7 @@ from typing import Callable, Dict, Iterator, Optional, Union
 
 import torch
 
-OPS = ("xcorr", "encoder_block", "decoder")
+OPS = ("xcorr", "encoder_block", "decoder", "crop")
 REFERENCE = "reference"
 BACKENDS = (REFERENCE, "triton", "cuda")
 PRIORITY = ("triton", "cuda")

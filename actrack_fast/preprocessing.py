@@ -26,6 +26,9 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
+from . import backend as backends
+from . import crop_op
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # OpenCV's fixed-point resize: weights are 11-bit (INTER_RESIZE_COEF_BITS); the horizontal pass keeps
@@ -191,8 +194,20 @@ def crop_and_resize(images: Union[torch.Tensor, Sequence[torch.Tensor]], boxes: 
 def crop_pixels(pixels: torch.Tensor, layout: ImageLayout, boxes: torch.Tensor, factor: float,
                 size: int) -> tuple[torch.Tensor, CropGeometry]:
     """:func:`crop_and_resize` on a flat (P, 3) uint8 pixel table and its :class:`ImageLayout`, boxes (N, 4)
-    float64 on the pixels' device: no host work, shapes fixed by N and ``size``."""
+    float64 on the pixels' device: no host work, shapes fixed by N and ``size``.
+
+    The ``crop`` backend (:mod:`actrack_fast.backend`) ``"cuda"`` runs the compiled op
+    (:mod:`actrack_fast.crop_op`, one kernel launch, bit-identical); ``"reference"`` the torch ops below.
+    """
     geometry = crop_geometry(boxes, factor, size)
+    if backends.select("crop", pixels.device) == "cuda":
+        crops = crop_op.crop_resize(pixels, layout.start, layout.height, layout.width, as_boxes(boxes), factor, size)
+        return crops, geometry
+    return _crop_pixels_reference(pixels, layout, geometry, size), geometry
+
+
+def _crop_pixels_reference(pixels: torch.Tensor, layout: ImageLayout, geometry: CropGeometry,
+                           size: int) -> torch.Tensor:
     height, width, start = layout.height[:, None, None], layout.width[:, None, None], layout.start[:, None, None]
     rows, row_weights = _linear_taps(geometry.side, size, clamp_weights=False)
     cols, col_weights = _linear_taps(geometry.side, size, clamp_weights=True)
@@ -209,7 +224,7 @@ def crop_pixels(pixels: torch.Tensor, layout: ImageLayout, boxes: torch.Tensor, 
     row_weights = row_weights[:, :, :, None, None]
     out = ((row_weights[:, :, 0] * (horizontal[:, :, 0] >> 4)) >> 16) + \
         ((row_weights[:, :, 1] * (horizontal[:, :, 1] >> 4)) >> 16)
-    return ((out + 2) >> 2).to(torch.uint8), geometry
+    return ((out + 2) >> 2).to(torch.uint8)
 
 
 _NORMALIZE: dict = {}

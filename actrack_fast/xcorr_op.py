@@ -35,7 +35,8 @@ def is_available(device: torch.device) -> bool:
     return device.type == "cuda" and bool(_C.with_cuda) and torch.cuda.is_available()
 
 
-def _how_to_get() -> str:
+def how_to_get() -> str:
+    """Why the extension cannot run here, and how to build it."""
     if _C is None:
         return f"the C++/CUDA extension actrack_fast._C is not built; {BUILD_HINT}"
     if not _C.with_cuda:
@@ -43,7 +44,7 @@ def _how_to_get() -> str:
     return "no CUDA device is visible (the extension has kernels for CPU tensors and CUDA tensors)"
 
 
-backend.register("xcorr", "cuda", is_available, _how_to_get())
+backend.register("xcorr", "cuda", is_available, how_to_get())
 
 
 def xcorr_depthwise(search: torch.Tensor, kernel: torch.Tensor, padding: str) -> torch.Tensor:

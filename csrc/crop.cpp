@@ -1,0 +1,66 @@
+// Schema of actrack_fast::crop_resize and the input checks every kernel runs first. The CPU and CUDA kernels
+// register themselves in cpu/crop_kernel.cpp and cuda/crop_kernel.cu; the fake (meta) implementation is
+// registered from Python (actrack_fast/crop_op.py). The output is uint8, so the op has no autograd formula.
+#include "crop.h"
+
+#include "xcorr.h"  // shape_string
+
+#include <c10/util/Exception.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <string>
+
+namespace actrack_fast {
+namespace {
+
+void check_device(const at::Tensor& t, const char* name, const at::Tensor& pixels, c10::DeviceType device) {
+  TORCH_CHECK(t.device().type() == device, "crop_resize: ", name, " is on ", t.device(), " but this kernel runs on ",
+              device, " tensors");
+  TORCH_CHECK(t.device() == pixels.device(), "crop_resize: ", name, " is on ", t.device(), " but pixels is on ",
+              pixels.device());
+  TORCH_CHECK(t.is_contiguous(), "crop_resize: ", name, " must be contiguous (call .contiguous())");
+}
+
+void check_layout_field(const at::Tensor& t, const char* name, int64_t targets, const at::Tensor& pixels,
+                        c10::DeviceType device) {
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == targets, "crop_resize: ", name, " must have shape (N,) with N = ",
+              std::to_string(targets), " (one entry per box), got ", shape_string(t.sizes()));
+  TORCH_CHECK(t.scalar_type() == at::kLong, "crop_resize: ", name, " must be int64, got ", t.scalar_type());
+  check_device(t, name, pixels, device);
+}
+
+}  // namespace
+
+int64_t check_crop_resize(const at::Tensor& pixels, const at::Tensor& start, const at::Tensor& height,
+                          const at::Tensor& width, const at::Tensor& boxes, double factor, int64_t size,
+                          c10::DeviceType device) {
+  TORCH_CHECK(pixels.dim() == 2 && pixels.size(1) == 3, "crop_resize: pixels must have shape (P, 3) (RGB pixels of ",
+              "the images, one after the other), got ", shape_string(pixels.sizes()));
+  TORCH_CHECK(pixels.scalar_type() == at::kByte, "crop_resize: pixels must be uint8, got ", pixels.scalar_type());
+  check_device(pixels, "pixels", pixels, device);
+  TORCH_CHECK(boxes.dim() == 2 && boxes.size(1) == 4, "crop_resize: boxes must have shape (N, 4) (x, y, w, h), got ",
+              shape_string(boxes.sizes()));
+  TORCH_CHECK(boxes.scalar_type() == at::kDouble, "crop_resize: boxes must be float64, got ", boxes.scalar_type());
+  check_device(boxes, "boxes", pixels, device);
+  const int64_t targets = boxes.size(0);
+  check_layout_field(start, "start", targets, pixels, device);
+  check_layout_field(height, "height", targets, pixels, device);
+  check_layout_field(width, "width", targets, pixels, device);
+  TORCH_CHECK(size >= 1 && size <= kMaxCropSize, "crop_resize: size must be in [1, ", std::to_string(kMaxCropSize),
+              "], got ", std::to_string(size));
+  TORCH_CHECK(std::isfinite(factor) && factor > 0, "crop_resize: factor must be a positive finite number, got ",
+              std::to_string(factor));
+  TORCH_CHECK(targets == 0 || pixels.size(0) > 0, "crop_resize: pixels is empty but there are ",
+              std::to_string(targets), " boxes to crop");
+  return targets;
+}
+
+TORCH_LIBRARY_FRAGMENT(actrack_fast, m) {
+  // Lets torch point users of the op at the module that registers its fake implementation.
+  m.set_python_module("actrack_fast.crop_op");
+  m.def("crop_resize(Tensor pixels, Tensor start, Tensor height, Tensor width, Tensor boxes, float factor, "
+        "int size) -> Tensor");
+}
+
+}  // namespace actrack_fast
