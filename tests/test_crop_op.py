@@ -1,0 +1,326 @@
+"""The compiled crop op (csrc/, backend ``"cuda"`` of op ``"crop"``) against the torch reference of
+:func:`actrack_fast.preprocessing.crop_pixels` and OpenCV: bit-identical crops, atol 0.
+
+CPU tests run the extension's C++ kernel (CI builds it); GPU tests (``cuda`` marker) run its CUDA kernel against
+the C++ kernel and the reference on both devices, inside a CUDA graph and under ``torch.compile``. Images range
+from 1x1 to 480x640, boxes lie inside, across and outside them (integer ones make rounding ties), crops from 1 to
+384 pixels with factors 1 to 5.
+"""
+import copy
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch._dynamo.backends.registry import lookup_backend
+from test_preprocessing import opencv_crop, random_boxes
+
+from actrack_fast import backend, crop_op
+from actrack_fast.cuda_graphs import capture_graph
+from actrack_fast.preprocessing import ImageLayout, crop_geometry, crop_pixels
+
+if crop_op._C is None and os.environ.get("ACTRACK_NO_EXT") == "1":
+    pytest.skip("the extension was skipped on purpose (ACTRACK_NO_EXT=1)", allow_module_level=True)
+
+op = torch.ops.actrack_fast.crop_resize
+
+# (size, factor): ACTrack's template (128, 2) and search (256, 4) crops, odd and tiny sizes, other factors.
+SIZES = [(1, 2.0), (16, 4.0), (37, 2.5), (64, 1.0), (128, 2.0), (101, 5.0), (256, 4.0)]
+
+
+class Frames:
+    """Random uint8 images stored one after the other in a (P, 3) pixel table, and targets' boxes in them (from
+    ``random_boxes``: inside, across and outside the image, a third of them integer), in shuffled order."""
+
+    def __init__(self, shapes, boxes_per_image, seed, device="cpu"):
+        rng = np.random.default_rng(seed)
+        self.images = [rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for H, W in shapes]
+        pairs = [(i, box) for i, (H, W) in enumerate(shapes) for box in random_boxes(rng, H, W, boxes_per_image)]
+        pairs = [pairs[k] for k in rng.permutation(len(pairs))]
+        self.index, self.boxes = [i for i, _ in pairs], [box for _, box in pairs]
+        self.pixels = torch.cat([torch.from_numpy(image).reshape(-1, 3) for image in self.images]).to(device)
+        self.layout = ImageLayout.of([image.shape for image in self.images], self.index, device)
+        self.box_tensor = torch.tensor(self.boxes, dtype=torch.float64, device=device)
+
+    def to(self, device):
+        """The same frames and boxes on ``device``."""
+        moved = copy.copy(self)
+        moved.pixels, moved.box_tensor = self.pixels.to(device), self.box_tensor.to(device)
+        moved.layout = ImageLayout(*(t.to(device) for t in (self.layout.start, self.layout.height, self.layout.width)))
+        return moved
+
+    def crops(self, crop_backend, factor, size):
+        """crop_pixels with the given ``crop`` backend."""
+        with backend.use_backend(crop_backend, ops=("crop",)):
+            crops, _ = crop_pixels(self.pixels, self.layout, self.box_tensor, factor, size)
+        return crops
+
+    def op(self, factor, size):
+        layout = self.layout
+        return op(self.pixels, layout.start, layout.height, layout.width, self.box_tensor, factor, size)
+
+
+def crop_one(image, box, factor, size):
+    """The op on one (H, W, 3) uint8 numpy image and one box."""
+    layout = ImageLayout.of([image.shape], [0], "cpu")
+    return op(torch.from_numpy(image).reshape(-1, 3), layout.start, layout.height, layout.width,
+              torch.tensor([box], dtype=torch.float64), factor, size)
+
+
+def assert_identical(got, expected, what):
+    assert got.dtype == torch.uint8 and got.shape == expected.shape, what
+    mismatched = (got.cpu() != expected.cpu()).sum().item()
+    assert mismatched == 0, f"{what}: {mismatched} of {got.numel()} bytes differ"
+
+
+def assert_not_blank(crops):
+    """Guards the comparisons against trivial inputs: some crops must hold image content (many boxes lie
+    outside their image, whose crops are all zero)."""
+    assert (crops.flatten(1).amax(dim=1) > 0).any()
+
+
+# CPU: the extension's C++ kernel
+
+
+@pytest.mark.parametrize("size,factor", SIZES)
+@pytest.mark.parametrize("shape", [(23, 31), (1, 40), (40, 1), (1, 1), (90, 120), (480, 640)], ids=str)
+def test_cpu_kernel_matches_reference(shape, size, factor):
+    frames = Frames([shape], 12, seed=size * 1000 + shape[0] * 7 + shape[1])
+    expected = frames.crops("reference", factor, size)
+    got = frames.op(factor, size)
+    assert_identical(got, expected, f"{shape} size {size} factor {factor}")
+    assert_not_blank(got)
+
+
+def test_cpu_kernel_several_images_in_one_pixel_table():
+    frames = Frames([(30, 40), (55, 21), (1, 17), (64, 48)], 6, seed=5)
+    got = frames.op(4.0, 48)
+    assert_identical(got, frames.crops("reference", 4.0, 48), "several images")
+    assert_not_blank(got)
+    for n, (image_index, box) in enumerate(zip(frames.index, frames.boxes)):
+        assert_identical(got[n:n + 1], crop_one(frames.images[image_index], box, 4.0, 48), f"box {n} cropped alone")
+
+
+@pytest.mark.parametrize("size,factor", [(32, 2.0), (37, 4.0), (128, 4.0)])
+def test_cpu_kernel_matches_opencv(size, factor):
+    frames = Frames([(90, 120)], 16, seed=size)
+    got = frames.op(factor, size)
+    assert_not_blank(got)
+    for n, box in enumerate(frames.boxes):
+        expected, _ = opencv_crop(frames.images[0], box, factor, size)
+        np.testing.assert_array_equal(got[n].numpy(), expected, err_msg=f"box {box}")
+
+
+def test_cpu_kernel_rounds_corner_ties_to_even():
+    # Integer boxes of odd size with an even crop side put the corner x + w/2 - c/2 on k + 0.5.
+    rng = np.random.default_rng(7)
+    image = torch.from_numpy(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8))
+    boxes = torch.tensor([[x, y, w, h] for x, y, w, h in rng.integers(-10, 60, (40, 4)).tolist()], dtype=torch.float64)
+    boxes[:, 2:] = boxes[:, 2:].abs() % 15 + 1
+    geometry = crop_geometry(boxes, 2.0, 24)
+    corner = boxes[:, 0] + 0.5 * boxes[:, 2] - geometry.side * 0.5
+    assert (corner - corner.floor() == 0.5).sum() >= 10, "the boxes should make ties"
+    layout = ImageLayout.of([image.shape], [0] * len(boxes), "cpu")
+    got = op(image.reshape(-1, 3), layout.start, layout.height, layout.width, boxes, 2.0, 24)
+    for n, box in enumerate(boxes.tolist()):
+        expected, _ = opencv_crop(image.numpy(), box, 2.0, 24)
+        np.testing.assert_array_equal(got[n].numpy(), expected, err_msg=f"box {box}")
+
+
+def test_cpu_kernel_boxes_outside_the_image_give_zeros():
+    image = torch.randint(1, 256, (40, 50, 3), dtype=torch.uint8)
+    boxes = torch.tensor([[200.0, 10, 8, 8], [-60, -70, 10, 12], [10, 10, 10, 10]], dtype=torch.float64)
+    layout = ImageLayout.of([image.shape], [0, 0, 0], "cpu")
+    got = op(image.reshape(-1, 3), layout.start, layout.height, layout.width, boxes, 2.0, 24)
+    assert got[:2].sum() == 0 and got[2].min() > 0
+
+
+def test_cpu_kernel_no_boxes():
+    pixels = torch.randint(0, 256, (12, 3), dtype=torch.uint8)
+    empty = torch.zeros(0, dtype=torch.int64)
+    assert op(pixels, empty, empty, empty, torch.zeros(0, 4, dtype=torch.float64), 2.0, 8).shape == (0, 8, 8, 3)
+
+
+def test_cpu_opcheck():
+    frames = Frames([(23, 31), (40, 12)], 3, seed=3)
+    layout = frames.layout
+    torch.library.opcheck(op, (frames.pixels, layout.start, layout.height, layout.width, frames.box_tensor, 2.0, 16))
+
+
+def test_public_api_accepts_non_contiguous_inputs():
+    frames = Frames([(30, 40)], 5, seed=4)
+    image = torch.from_numpy(frames.images[0])
+    strided = torch.stack([image, image], dim=2)[:, :, 0]  # the same image through a non-contiguous view
+    wide_boxes = torch.cat([frames.box_tensor, frames.box_tensor], dim=1)[:, :4]
+    assert not strided.reshape(-1, 3).is_contiguous() and not wide_boxes.is_contiguous()
+    with backend.use_backend("cuda", ops=("crop",)):
+        got, _ = crop_pixels(strided.reshape(-1, 3), frames.layout, wide_boxes, 4.0, 32)
+    assert_identical(got, frames.crops("reference", 4.0, 32), "non-contiguous inputs")
+
+
+def test_backend_choice_gives_the_same_crops_and_geometry():
+    frames = Frames([(48, 64)], 8, seed=6)
+    assert backend.select("crop", "cpu") == "cuda"  # auto picks the extension on CPU tensors too
+    results = {}
+    for name in ("reference", "cuda", "auto"):
+        with backend.use_backend(name, ops=("crop",)):
+            results[name] = crop_pixels(frames.pixels, frames.layout, frames.box_tensor, 4.0, 40)
+    for name in ("cuda", "auto"):
+        assert_identical(results[name][0], results["reference"][0], name)
+        for field in ("side", "x1", "y1", "resize_factor"):
+            assert torch.equal(getattr(results[name][1], field), getattr(results["reference"][1], field))
+
+
+def test_cpu_torch_compile_fullgraph_runs_the_op():
+    # aot_eager traces the op through its fake registration as inductor does, without C++ code generation.
+    frames = Frames([(30, 40)], 4, seed=8)
+    graphs = []
+
+    def recording_backend(gm, example_inputs):
+        graphs.append(str(gm.graph))
+        return lookup_backend("aot_eager")(gm, example_inputs)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda pixels, boxes: crop_pixels(pixels, frames.layout, boxes, 2.0, 24)[0],
+                             fullgraph=True, backend=recording_backend)
+    with backend.use_backend("cuda", ops=("crop",)):
+        got = compiled(frames.pixels, frames.box_tensor)
+    assert any("crop_resize" in graph for graph in graphs)
+    assert_identical(got, frames.crops("reference", 2.0, 24), "compiled")
+
+
+def _layout_args(n=2, P=12):
+    pixels = torch.randint(0, 256, (P, 3), dtype=torch.uint8)
+    layout = [torch.zeros(n, dtype=torch.int64), torch.full((n,), 3, dtype=torch.int64),
+              torch.full((n,), 4, dtype=torch.int64)]
+    boxes = torch.tensor([[0.5, 0.5, 2.0, 2.0]] * n, dtype=torch.float64)
+    return pixels, layout, boxes
+
+
+def _with(position, value):
+    pixels, (start, height, width), boxes = _layout_args()
+    args = [pixels, start, height, width, boxes, 2.0, 8]
+    args[position] = value
+    return args
+
+
+@pytest.mark.parametrize("args,match", [
+    (_with(0, torch.zeros(12, 4, dtype=torch.uint8)), r"pixels must have shape \(P, 3\).*got \[12, 4\]"),
+    (_with(0, torch.zeros(12, 3)), "pixels must be uint8, got Float"),
+    (_with(0, torch.zeros(3, 12, dtype=torch.uint8).t()), r"pixels must be contiguous"),
+    (_with(4, torch.zeros(2, 5, dtype=torch.float64)), r"boxes must have shape \(N, 4\)"),
+    (_with(4, torch.zeros(2, 4)), "boxes must be float64, got Float"),
+    (_with(1, torch.zeros(3, dtype=torch.int64)), r"start must have shape \(N,\) with N = 2.*got \[3\]"),
+    (_with(2, torch.full((2,), 3, dtype=torch.int32)), "height must be int64, got Int"),
+    (_with(3, torch.full((2, 2), 4, dtype=torch.int64)[:, 0]), "width must be contiguous"),
+    (_with(6, 0), r"size must be in \[1, 16384\], got 0"),
+    (_with(5, -1.0), "factor must be a positive finite number"),
+    (_with(5, float("nan")), "factor must be a positive finite number"),
+    (_with(2, torch.tensor([3, 0])), "image of box 1 is empty: height 0, width 4"),
+    (_with(1, torch.tensor([0, 1])), r"image of box 1 \(start 1, 3x4\) does not fit in the 12 pixels"),
+    (_with(1, torch.tensor([-1, 0])), r"image of box 0 \(start -1, 3x4\) does not fit"),
+])
+def test_op_rejects_bad_input_with_a_message(args, match):
+    with pytest.raises(RuntimeError, match=match):
+        op(*args)
+
+
+def test_missing_extension_falls_back_and_explains_how_to_build():
+    script = """
+import sys
+sys.modules["actrack_fast._C"] = None  # as if the extension had not been built
+import torch
+from actrack_fast import backend, crop_op
+from actrack_fast.preprocessing import crop_and_resize
+assert crop_op._C is None and backend.select("crop", "cpu") == "reference"
+crops, _ = crop_and_resize(torch.zeros(8, 8, 3, dtype=torch.uint8), [[1.0, 1, 3, 3]], 2.0, 4)
+assert crops.shape == (1, 4, 4, 3)
+try:
+    backend.select("crop", "cpu", "cuda")
+except RuntimeError as error:
+    print(error)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "not built" in result.stdout and "pip install --no-build-isolation" in result.stdout
+
+
+# GPU: the extension's CUDA kernel
+
+
+def _cuda_frames(count, seed, shapes=((480, 640),)):
+    return Frames(list(shapes), count, seed=seed, device="cuda")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("size,factor", [(256, 4.0), (128, 2.0), (384, 5.0), (37, 2.5), (1, 2.0)])
+def test_cuda_kernel_matches_cpu_kernel_and_reference(size, factor):
+    frames = _cuda_frames(256, seed=size)
+    got = frames.op(factor, size)
+    assert got.device.type == "cuda"
+    assert_not_blank(got)
+    cpu = frames.to("cpu")
+    assert_identical(got, cpu.op(factor, size), "CUDA kernel vs CPU kernel")
+    assert_identical(got, frames.crops("reference", factor, size), "CUDA kernel vs reference on the GPU")
+    assert_identical(got, cpu.crops("reference", factor, size), "CUDA kernel vs reference on the CPU")
+
+
+@pytest.mark.cuda
+def test_cuda_kernel_several_images_and_opencv():
+    frames = _cuda_frames(20, seed=11, shapes=((480, 640), (1, 300), (300, 1), (97, 131)))
+    got = frames.op(4.0, 256)
+    assert_identical(got, frames.crops("reference", 4.0, 256), "several images")
+    for n, (image_index, box) in enumerate(zip(frames.index, frames.boxes)):
+        expected, _ = opencv_crop(frames.images[image_index], box, 4.0, 256)
+        np.testing.assert_array_equal(got[n].cpu().numpy(), expected, err_msg=f"box {box}")
+
+
+@pytest.mark.cuda
+def test_cuda_kernel_more_boxes_than_one_grid_column():
+    # 70000 boxes > 65535 blocks along the grid's y axis: blocks loop over boxes.
+    frames = _cuda_frames(70000, seed=12, shapes=((48, 64),))
+    got = frames.op(2.0, 3)
+    assert_identical(got, frames.crops("reference", 2.0, 3), "70000 boxes")
+
+
+@pytest.mark.cuda
+def test_cuda_graph_replays_new_frames_and_boxes():
+    frames = _cuda_frames(64, seed=13)
+    pixels, boxes = frames.pixels.clone(), frames.box_tensor.clone()
+    outputs = {}
+
+    def step():
+        with backend.use_backend("cuda", ops=("crop",)):
+            outputs["search"] = crop_pixels(pixels, frames.layout, boxes, 4.0, 256)[0]
+            outputs["template"] = crop_pixels(pixels, frames.layout, boxes, 2.0, 128)[0]
+
+    graph = capture_graph(step)
+    for seed in (14, 15):
+        other = _cuda_frames(64, seed=seed)
+        pixels.copy_(other.pixels)
+        boxes.copy_(other.box_tensor)
+        graph.replay()
+        torch.cuda.synchronize()
+        assert_identical(outputs["search"], other.crops("reference", 4.0, 256), f"search, replay {seed}")
+        assert_identical(outputs["template"], other.crops("reference", 2.0, 128), f"template, replay {seed}")
+
+
+@pytest.mark.cuda
+def test_cuda_torch_compile_fullgraph():
+    frames = _cuda_frames(16, seed=16)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda pixels, boxes: crop_pixels(pixels, frames.layout, boxes, 4.0, 256)[0],
+                             fullgraph=True)
+    with backend.use_backend("cuda", ops=("crop",)):
+        got = compiled(frames.pixels, frames.box_tensor)
+    assert_identical(got, frames.crops("reference", 4.0, 256), "compiled")
+
+
+@pytest.mark.cuda
+def test_cuda_op_rejects_tensors_on_other_devices():
+    frames = _cuda_frames(2, seed=17)
+    layout = frames.layout
+    with pytest.raises(RuntimeError, match="boxes is on cpu but this kernel runs on cuda tensors"):
+        op(frames.pixels, layout.start, layout.height, layout.width, frames.box_tensor.cpu(), 2.0, 8)
