@@ -264,7 +264,8 @@ def test_cuda_kernel_matches_cpu_kernel_and_reference(size, factor):
     cpu = frames.to("cpu")
     assert_identical(got, cpu.op(factor, size), "CUDA kernel vs CPU kernel")
     assert_identical(got, frames.crops("reference", factor, size), "CUDA kernel vs reference on the GPU")
-    assert_identical(got, cpu.crops("reference", factor, size), "CUDA kernel vs reference on the CPU")
+    if size <= 256:  # the CPU reference of 256 crops of 384 pixels takes seconds; the kernels agree above
+        assert_identical(got, cpu.crops("reference", factor, size), "CUDA kernel vs reference on the CPU")
 
 
 @pytest.mark.cuda
@@ -316,6 +317,13 @@ def test_cuda_torch_compile_fullgraph():
     with backend.use_backend("cuda", ops=("crop",)):
         got = compiled(frames.pixels, frames.box_tensor)
     assert_identical(got, frames.crops("reference", 4.0, 256), "compiled")
+
+
+@pytest.mark.cuda
+def test_cuda_opcheck():
+    frames = _cuda_frames(4, seed=18, shapes=((48, 64), (30, 20)))
+    layout = frames.layout
+    torch.library.opcheck(op, (frames.pixels, layout.start, layout.height, layout.width, frames.box_tensor, 4.0, 32))
 
 
 @pytest.mark.cuda
