@@ -352,8 +352,6 @@ def _check_available(spec: CaseSpec) -> dict[str, str]:
             raise Unavailable("torch.compile on CUDA needs the triton package")
     used = COMPONENT_OPS[spec.component]
     if spec.backend == FAST_BACKEND and all(ops[op] == backend.REFERENCE for op in used):
-        if not used:
-            raise Unavailable(f"the {spec.component} has no fast path of its own on {spec.device}: it is the reference")
         raise Unavailable(f"every op of the {spec.component} runs the reference on {spec.device} ("
                           + ", ".join(f"{op}={ops[op]}" for op in used) + "): xcorr=cuda needs the C++/CUDA "
                           "extension actrack_fast._C, decoder=triton needs triton and a CUDA GPU")

@@ -108,8 +108,6 @@ def test_measure_rejects_bad_run_counts():
 
 
 def test_unavailable_backends_are_skipped_with_a_reason(monkeypatch):
-    with pytest.raises(benchmarking.Unavailable, match="no fast path of its own"):
-        benchmarking.prepare("crop", "fast", "tiny", device="cpu")
     # Without any fast path (no extension, no Triton on the device), "fast" would be the reference: skipped.
     monkeypatch.setattr(backend, "select", lambda op, device, requested=None: backend.REFERENCE)
     with pytest.raises(benchmarking.Unavailable, match="actrack_fast._C"):
