@@ -159,8 +159,9 @@ def test_suite_json_to_table_and_readme_block(tmp_path, capsys):
     results = tmp_path / "fps.json"
     env = dict(os.environ, ACTRACK_FPS_COMPONENTS="correlation,decoder", ACTRACK_FPS_BATCHES="1,2",
                ACTRACK_FPS_ROWS=str(tmp_path / "rows.jsonl"), CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "benchmarks/test_fps.py",
-                          f"--benchmark-json={results}"], cwd=ROOT, env=env, capture_output=True, text=True,
+    # Without xdist: pytest-benchmark turns itself off (and writes no JSON) when it sees xdist active.
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+                          "benchmarks/test_fps.py", f"--benchmark-json={results}"], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     benchmarks = json.loads(results.read_text())["benchmarks"]
