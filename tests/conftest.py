@@ -14,14 +14,15 @@ os.environ.pop("ACTRACK_BACKEND", None)
 def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped without one)")
     config.addinivalue_line("markers", "slow: large shapes (B256 and up) on CPU")
+    config.addinivalue_line("markers", "interpreter: Triton kernels on CPU tensors through the interpreter "
+                                       "(skipped with a GPU, where the cuda tests run the compiled kernels)")
 
 
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    gpu = torch.cuda.is_available()
+    skip = pytest.mark.skip(reason="interpreter test: CPU only" if gpu else "needs a CUDA GPU")
     for item in items:
-        if "cuda" in item.keywords:
+        if ("interpreter" if gpu else "cuda") in item.keywords:
             item.add_marker(skip)
 
 

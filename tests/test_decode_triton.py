@@ -109,6 +109,7 @@ def assert_matches_reference(parts: DecoderParts, memory, prefix, window: bool, 
 INTERPRETER_TILING = dict(ffn_chunk=128, hidden_chunk=64, vocab_chunk=512, memory_chunk=32)
 
 
+@pytest.mark.interpreter
 @pytest.mark.parametrize("cross,persistent,prompt_tokens,window,batch,programs", [
     ("cached", True, 0, True, 3, 1),
     ("absorbed", False, 4, False, 2, 3),
@@ -126,6 +127,7 @@ def test_interpreter_matches_reference(cross, persistent, prompt_tokens, window,
     assert workspace.sync.tolist() == [0, 0, 0, 0]  # barrier counters reset, no barrier gave up
 
 
+@pytest.mark.interpreter
 @torch.no_grad()
 def test_model_decode_dispatches_on_the_backend(monkeypatch):
     model = build_model("tiny").eval()

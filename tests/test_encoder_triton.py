@@ -24,7 +24,6 @@ from kernels.layernorm import layernorm
 CPU_DTYPES = [torch.float32, torch.float16]
 # Tiny shapes are for the interpreter; on a GPU the real-shape tests below cover the kernels (and tiny
 # shapes would only add compilations of other integer specialisations).
-interpreter_only = pytest.mark.skipif(torch.cuda.is_available(), reason="tiny interpreter shapes; GPU runs real ones")
 GPU_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
@@ -89,7 +88,7 @@ def triton_on_cpu(monkeypatch):
 
 # --- each kernel on its own ------------------------------------------------------------------------
 
-@interpreter_only
+@pytest.mark.interpreter
 @pytest.mark.parametrize("dtype", CPU_DTYPES)
 @pytest.mark.parametrize("M,K,N", [(37, 64, 96), (20, 40, 48), (30, 16, 64)])  # the last: an injection
 @pytest.mark.parametrize("epilogue", ["bias", "gelu", "residual"])
@@ -105,7 +104,7 @@ def test_fused_linear(dtype, M, K, N, epilogue):
     assert rel_err(out, ref) < cpu_tol(dtype)
 
 
-@interpreter_only
+@pytest.mark.interpreter
 @pytest.mark.parametrize("dtype", CPU_DTYPES)
 @pytest.mark.parametrize("tokens", [20, 37])
 def test_attention(dtype, tokens):
@@ -117,7 +116,7 @@ def test_attention(dtype, tokens):
     assert rel_err(out, ref) < cpu_tol(dtype)
 
 
-@interpreter_only
+@pytest.mark.interpreter
 @pytest.mark.parametrize("dtype", CPU_DTYPES)
 @pytest.mark.parametrize("M,D", [(33, 64), (8, 48)])
 def test_layernorm(dtype, M, D):
@@ -129,7 +128,7 @@ def test_layernorm(dtype, M, D):
 
 # --- the block and the module around it --------------------------------------------------------------
 
-@interpreter_only
+@pytest.mark.interpreter
 @pytest.mark.parametrize("dtype", CPU_DTYPES)
 @pytest.mark.parametrize("tokens,injected", [(20, True), (37, True), (29, False)])
 @torch.no_grad()
@@ -145,7 +144,7 @@ def test_block_matches_reference(dtype, tokens, injected):
     assert rel_err(out, ref) < cpu_tol(dtype)
 
 
-@interpreter_only
+@pytest.mark.interpreter
 @torch.no_grad()
 def test_hook_routes_through_the_backend(triton_on_cpu, monkeypatch):
     calls = []
@@ -162,7 +161,7 @@ def test_hook_routes_through_the_backend(triton_on_cpu, monkeypatch):
     assert rel_err(out, ref) < 1e-5
 
 
-@interpreter_only
+@pytest.mark.interpreter
 def test_fused_block_is_a_drop_in(triton_on_cpu):
     block, injection = make_block(64, 2, 16, torch.float32)
     fused = fast_encoder.FusedBlock(64, 2, 4.0).to(device())
@@ -173,7 +172,7 @@ def test_fused_block_is_a_drop_in(triton_on_cpu):
         assert rel_err(fused(x, additive, injection), block.reference_forward(x, additive, injection)) < 1e-5
 
 
-@interpreter_only
+@pytest.mark.interpreter
 def test_gradients_reach_the_additive_net_as_in_the_reference():
     """Backward recomputes through the reference: gradients equal the reference's for any grad_output."""
     blocks = [make_block(64, 2, 16, torch.float32) for _ in range(2)]
@@ -195,7 +194,7 @@ def test_gradients_reach_the_additive_net_as_in_the_reference():
         assert rel_err(out, ref) < 1e-5
 
 
-@interpreter_only
+@pytest.mark.interpreter
 @torch.no_grad()
 def test_whole_encoder_and_decoded_tokens(triton_on_cpu):
     config = get_config("tiny", embed_dim=64, num_heads=2, depth=2, search_size=64, template_size=48,
