@@ -14,11 +14,7 @@ source "$(dirname "$0")/suite_lib.sh"
 environment > "$OUT/environment.txt" 2>&1
 cat "$OUT/environment.txt"
 
-build() {
-  FORCE_CUDA=1 MAX_JOBS=${MAX_JOBS:-16} python3 -m pip install --no-build-isolation --no-deps -e . \
-    > "$OUT/build.log" 2>&1 || { tail -n 40 "$OUT/build.log"; return 1; }
-}
-step build build
+step build build_extension "$OUT/build.log"
 
 # Worker processes: a test that crashes the interpreter is reported and the others still run. One line per
 # test as it finishes (-v), so a run stopped at the call's time limit still shows every result so far.

@@ -30,10 +30,7 @@ build() {
     echo "extension already built with CUDA (or SKIP_BUILD=1)"
     return 0
   fi
-  local begin=$SECONDS
-  FORCE_CUDA=1 MAX_JOBS=${MAX_JOBS:-16} python3 -m pip install --no-build-isolation --no-deps -e . \
-    > "$OUT/build.log" 2>&1 || { tail -n 40 "$OUT/build.log"; return 1; }
-  echo "build: $((SECONDS - begin)) s" | tee -a "$OUT/environment.txt"
+  build_extension "$OUT/build.log" | tee -a "$OUT/environment.txt"
 }
 step build build
 

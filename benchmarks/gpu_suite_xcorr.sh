@@ -13,10 +13,7 @@ environment > "$OUT/xcorr_env.txt" 2>&1
 cat "$OUT/xcorr_env.txt"
 
 build() {
-  local begin=$SECONDS
-  FORCE_CUDA=1 MAX_JOBS=${MAX_JOBS:-8} python3 -m pip install --no-build-isolation --no-deps -e . \
-    > "$OUT/xcorr_build.log" 2>&1 || { tail -n 40 "$OUT/xcorr_build.log"; return 1; }
-  echo "build: $((SECONDS - begin)) s" | tee -a "$OUT/xcorr_env.txt"
+  build_extension "$OUT/xcorr_build.log" | tee -a "$OUT/xcorr_env.txt"
 }
 step build build
 
