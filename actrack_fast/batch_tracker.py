@@ -46,7 +46,9 @@ class BatchTracker:
         dtype: ``float32`` (default), or ``bfloat16``/``float16`` to run the model under autocast. (A model
             already converted with ``model.to(dtype)`` gets its crops in its own parameter dtype.)
         cuda_graph: replay each frame as a CUDA graph (default: on CUDA devices). A graph is captured on the
-            first frame of each layout (target count, frame sizes) and again after :meth:`add`/:meth:`remove`.
+            first frame of each layout (target count, frame sizes) and again after :meth:`add`/:meth:`remove`;
+            it keeps the weights the Triton decoder packed at capture, so make a new tracker after changing
+            the model's weights. Targets that come and go every frame are better served eagerly (``False``).
         **settings: overrides of :class:`TrackerSettings` (``update_interval``, ``update_threshold``,
             ``window``, ``margin``).
 
