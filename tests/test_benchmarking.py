@@ -157,9 +157,11 @@ def test_table_refuses_mixed_devices_and_no_rows():
 def test_suite_json_to_table_and_readme_block(tmp_path, capsys):
     """Run the pytest suite (two components) to a pytest-benchmark JSON, tabulate it, rewrite a README copy."""
     results = tmp_path / "fps.json"
-    env = dict(os.environ, ACTRACK_FPS_COMPONENTS="correlation,decoder", ACTRACK_FPS_BATCHES="1,2",
+    # Not an xdist worker: pytest-benchmark turns itself off (and writes no JSON) when it sees xdist active or
+    # the worker variables that a test running under ``pytest -n`` would pass on.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+    env.update(ACTRACK_FPS_COMPONENTS="correlation,decoder", ACTRACK_FPS_BATCHES="1,2",
                ACTRACK_FPS_ROWS=str(tmp_path / "rows.jsonl"), CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
-    # Without xdist: pytest-benchmark turns itself off (and writes no JSON) when it sees xdist active.
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
                           "benchmarks/test_fps.py", f"--benchmark-json={results}"], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=300)
