@@ -43,7 +43,8 @@ class BatchTracker:
     Args:
         model: an :class:`~actrack_fast.ACTrack` in eval mode on the device to run on.
         preset: dataset whose SeqTrack template-update preset to use (see :mod:`actrack_fast.presets`).
-        dtype: ``float32`` (default), or ``bfloat16``/``float16`` to run the model under autocast. (A model
+        dtype: ``float32`` (default), or ``bfloat16``/``float16`` to run the model under autocast, on a copy
+            whose encoder-side weights are cast once (same results, no per-frame weight casts). (A model
             already converted with ``model.to(dtype)`` gets its crops in its own parameter dtype.)
         cuda_graph: replay each frame as a CUDA graph (default: on CUDA devices). A graph is captured on the
             first frame of each layout (target count, frame sizes) and again after :meth:`add`/:meth:`remove`;

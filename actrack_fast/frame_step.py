@@ -11,16 +11,20 @@ fallback on any device, and gives the same results bit for bit.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+from torch import nn
 
 from .cuda_graphs import capture_graph
 from .preprocessing import ImageLayout, boxes_in_crop, clip_boxes, crop_pixels, map_boxes_back, normalize_crops
 from .presets import TrackerSettings
 
+# Layers whose weights autocast casts to the low-precision dtype on every call.
+_AUTOCAST_CAST = (nn.Linear, nn.Conv2d)
 # Warm-up calls before a capture: the first autotunes Triton kernels and creates library handles, the
 # second runs with everything cached, as every replay will.
 _WARMUP = 2
@@ -74,15 +78,17 @@ class FrameStep:
     Args:
         model: an ACTrack model in eval mode, on the device of the state.
         settings: the tracker's update interval/threshold, window and margin.
-        dtype: ``float32``, or ``bfloat16``/``float16`` to run the model under autocast.
+        dtype: ``float32``, or ``bfloat16``/``float16`` to run the model under autocast (on a
+            :func:`precast_copy` of an fp32 model, taken here: later changes to the model's weights are not seen).
     """
 
     def __init__(self, model: torch.nn.Module, settings: TrackerSettings, dtype: torch.dtype) -> None:
-        self.model = model
         self.config = model.config
         self.settings = settings
         self.dtype = dtype
         self.input_dtype = next(model.parameters()).dtype
+        self.autocast = dtype != torch.float32
+        self.model = precast_copy(model, dtype) if self.autocast and self.input_dtype != dtype else model
 
     def crop_templates(self, pixels: torch.Tensor, layout: ImageLayout, boxes: torch.Tensor) -> torch.Tensor:
         """Normalised template crops (N, 3, St, St) around ``boxes`` (N, 4) float64."""
@@ -98,8 +104,7 @@ class FrameStep:
         crops, geometry = crop_pixels(pixels, layout, previous, cfg.search_factor, cfg.search_size)
         prompt = boxes_in_crop(previous, previous, geometry, cfg.search_size).float() if cfg.prompt_tokens else None
         # No autocast weight cache: inside a graph capture its casts would be freed behind the graph's back.
-        with torch.autocast(pixels.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32,
-                            cache_enabled=False):
+        with torch.autocast(pixels.device.type, dtype=self.dtype, enabled=self.autocast, cache_enabled=False):
             search = normalize_crops(crops).to(self.input_dtype)
             result = self.model.generate(search, state.templates, prompt, window=settings.window, check_finite=False)
         boxes = clip_boxes(map_boxes_back(result.boxes, previous, geometry, cfg.search_size),
@@ -116,6 +121,19 @@ class FrameStep:
         state.boxes.copy_(boxes)
         state.frames.copy_(frames)
         state.confidences.copy_(confidences)
+
+
+def precast_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A copy of ``model`` whose encoder-side Linear and Conv2d weights (encoder, additive net, bottleneck) are
+    stored in ``dtype``, the values autocast would cast them to: under autocast it computes bit for bit what
+    ``model`` computes, without recasting ~150 weight tensors every frame. LayerNorms, position embeddings and
+    the decoder keep their precision (autocast runs LayerNorm in fp32, and the decoder is fp32 by design)."""
+    shadow = copy.deepcopy(model)
+    for part in (shadow.encoder, shadow.additive, shadow.bottleneck):
+        for module in part.modules():
+            if isinstance(module, _AUTOCAST_CAST):
+                module.to(dtype)
+    return shadow
 
 
 class GraphedStep:

@@ -280,3 +280,23 @@ def test_step_then_results_equals_track_and_graphs_need_cuda():
         assert stepped.results()[target] == expected and tracked.box == expected.box
     with pytest.raises(ValueError, match="cuda_graph=True needs the model on a CUDA device"):
         Tracker(model, cuda_graph=True)
+
+
+def test_autocast_tracking_runs_a_precast_copy_with_the_same_results():
+    torch.manual_seed(0)
+    model = small_model(num_templates=3)
+    with torch.no_grad():
+        for injection in model.additive.injections.values():
+            injection.weight.normal_(0, 0.05)  # the additive net takes part
+    frames, truth = clean_sequence(num_frames=6, height=96, width=128, target_size=24)
+    precast, plain = (Tracker(model, dtype="bfloat16", update_interval=2, update_threshold=-1.0) for _ in range(2))
+    copy = precast._batch._step.model
+    assert copy is not model and copy.encoder.body.blocks[0].attn.qkv.weight.dtype == torch.bfloat16
+    assert copy.encoder.body.blocks[0].norm1.weight.dtype == torch.float32
+    assert copy.vocab_embed.layers[0].weight.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the caller's model is untouched
+    plain._batch._step.model = model  # autocast recasting the fp32 weights itself
+    for tracker in (precast, plain):
+        tracker.initialize(frames[0], truth[0])
+    for frame in frames[1:]:
+        assert precast.track(frame) == plain.track(frame)
