@@ -282,7 +282,7 @@ def _component_call(spec: CaseSpec, model: ACTrack) -> _Prepared:
         boxes = as_boxes(start_boxes(first, batch, frame_size(cfg)), device)
 
         def crop():
-            crops, _ = crop_pixels(pixels, layout, boxes, cfg.search_factor, cfg.search_size)
+            crops = crop_pixels(pixels, layout, boxes, cfg.search_factor, cfg.search_size)
             return normalize_crops(crops).to(dtype)
         width, height = frame_size(cfg)
         return _Prepared(crop, f"{width}x{height} uint8 frame on {device.type}")

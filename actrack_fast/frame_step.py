@@ -20,7 +20,15 @@ import torch
 from torch import nn
 
 from .cuda_graphs import capture_graph
-from .preprocessing import ImageLayout, boxes_in_crop, clip_boxes, crop_pixels, map_boxes_back, normalize_crops
+from .preprocessing import (
+    ImageLayout,
+    boxes_in_crop,
+    clip_boxes,
+    crop_geometry,
+    crop_pixels,
+    map_boxes_back,
+    normalize_crops,
+)
 from .presets import TrackerSettings
 
 # Layers whose weights autocast casts to the low-precision dtype on every call.
@@ -93,7 +101,7 @@ class FrameStep:
     def crop_templates(self, pixels: torch.Tensor, layout: ImageLayout, boxes: torch.Tensor) -> torch.Tensor:
         """Normalised template crops (N, 3, St, St) around ``boxes`` (N, 4) float64."""
         cfg = self.config
-        crops, _ = crop_pixels(pixels, layout, boxes, cfg.template_factor, cfg.template_size)
+        crops = crop_pixels(pixels, layout, boxes, cfg.template_factor, cfg.template_size)
         return normalize_crops(crops).to(self.input_dtype)
 
     @torch.no_grad()
@@ -101,7 +109,8 @@ class FrameStep:
         """Track every target of ``state`` into the frame(s) in ``pixels`` (P, 3) uint8 laid out by ``layout``."""
         cfg, settings = self.config, self.settings
         previous = state.boxes
-        crops, geometry = crop_pixels(pixels, layout, previous, cfg.search_factor, cfg.search_size)
+        crops = crop_pixels(pixels, layout, previous, cfg.search_factor, cfg.search_size)
+        geometry = crop_geometry(previous, cfg.search_factor, cfg.search_size)
         prompt = boxes_in_crop(previous, previous, geometry, cfg.search_size).float() if cfg.prompt_tokens else None
         # No autocast weight cache: inside a graph capture its casts would be freed behind the graph's back.
         with torch.autocast(pixels.device.type, dtype=self.dtype, enabled=self.autocast, cache_enabled=False):

@@ -188,22 +188,20 @@ def crop_and_resize(images: Union[torch.Tensor, Sequence[torch.Tensor]], boxes: 
     index = [0] * len(boxes) if image_index is None else image_index
     layout = ImageLayout.of([image.shape for image in images], index, device)
     pixels = images[0].reshape(-1, 3) if len(images) == 1 else torch.cat([image.reshape(-1, 3) for image in images])
-    return crop_pixels(pixels, layout, boxes, factor, size)
+    return crop_pixels(pixels, layout, boxes, factor, size), crop_geometry(boxes, factor, size)
 
 
-def crop_pixels(pixels: torch.Tensor, layout: ImageLayout, boxes: torch.Tensor, factor: float,
-                size: int) -> tuple[torch.Tensor, CropGeometry]:
-    """:func:`crop_and_resize` on a flat (P, 3) uint8 pixel table and its :class:`ImageLayout`, boxes (N, 4)
-    float64 on the pixels' device: no host work, shapes fixed by N and ``size``.
+def crop_pixels(pixels: torch.Tensor, layout: ImageLayout, boxes: torch.Tensor, factor: float, size: int) -> torch.Tensor:
+    """The crops (N, size, size, 3) uint8 of :func:`crop_and_resize` from a flat (P, 3) uint8 pixel table and its
+    :class:`ImageLayout`, boxes (N, 4) float64 on the pixels' device: no host work, shapes fixed by N and
+    ``size``. (Callers that need the :class:`CropGeometry` too ask :func:`crop_geometry`.)
 
     The ``crop`` backend (:mod:`actrack_fast.backend`) ``"cuda"`` runs the compiled op
     (:mod:`actrack_fast.crop_op`, one kernel launch, bit-identical); ``"reference"`` the torch ops below.
     """
-    geometry = crop_geometry(boxes, factor, size)
     if backends.select("crop", pixels.device) == "cuda":
-        crops = crop_op.crop_resize(pixels, layout.start, layout.height, layout.width, as_boxes(boxes), factor, size)
-        return crops, geometry
-    return _crop_pixels_reference(pixels, layout, geometry, size), geometry
+        return crop_op.crop_resize(pixels, layout.start, layout.height, layout.width, as_boxes(boxes), factor, size)
+    return _crop_pixels_reference(pixels, layout, crop_geometry(boxes, factor, size), size)
 
 
 def _crop_pixels_reference(pixels: torch.Tensor, layout: ImageLayout, geometry: CropGeometry,

@@ -54,7 +54,7 @@ class Frames:
     def crops(self, crop_backend, factor, size):
         """crop_pixels with the given ``crop`` backend."""
         with backend.use_backend(crop_backend, ops=("crop",)):
-            crops, _ = crop_pixels(self.pixels, self.layout, self.box_tensor, factor, size)
+            crops = crop_pixels(self.pixels, self.layout, self.box_tensor, factor, size)
         return crops
 
     def op(self, factor, size):
@@ -156,11 +156,11 @@ def test_public_api_accepts_non_contiguous_inputs():
     wide_boxes = torch.cat([frames.box_tensor, frames.box_tensor], dim=1)[:, :4]
     assert not strided.reshape(-1, 3).is_contiguous() and not wide_boxes.is_contiguous()
     with backend.use_backend("cuda", ops=("crop",)):
-        got, _ = crop_pixels(strided.reshape(-1, 3), frames.layout, wide_boxes, 4.0, 32)
+        got = crop_pixels(strided.reshape(-1, 3), frames.layout, wide_boxes, 4.0, 32)
     assert_identical(got, frames.crops("reference", 4.0, 32), "non-contiguous inputs")
 
 
-def test_backend_choice_gives_the_same_crops_and_geometry():
+def test_backend_choice_gives_the_same_crops():
     frames = Frames([(48, 64)], 8, seed=6)
     assert backend.select("crop", "cpu") == "cuda"  # auto picks the extension on CPU tensors too
     results = {}
@@ -168,9 +168,7 @@ def test_backend_choice_gives_the_same_crops_and_geometry():
         with backend.use_backend(name, ops=("crop",)):
             results[name] = crop_pixels(frames.pixels, frames.layout, frames.box_tensor, 4.0, 40)
     for name in ("cuda", "auto"):
-        assert_identical(results[name][0], results["reference"][0], name)
-        for field in ("side", "x1", "y1", "resize_factor"):
-            assert torch.equal(getattr(results[name][1], field), getattr(results["reference"][1], field))
+        assert_identical(results[name], results["reference"], name)
 
 
 def test_cpu_torch_compile_fullgraph_runs_the_op():
@@ -183,7 +181,7 @@ def test_cpu_torch_compile_fullgraph_runs_the_op():
         return lookup_backend("aot_eager")(gm, example_inputs)
 
     torch._dynamo.reset()
-    compiled = torch.compile(lambda pixels, boxes: crop_pixels(pixels, frames.layout, boxes, 2.0, 24)[0],
+    compiled = torch.compile(lambda pixels, boxes: crop_pixels(pixels, frames.layout, boxes, 2.0, 24),
                              fullgraph=True, backend=recording_backend)
     with backend.use_backend("cuda", ops=("crop",)):
         got = compiled(frames.pixels, frames.box_tensor)
@@ -294,8 +292,8 @@ def test_cuda_graph_replays_new_frames_and_boxes():
 
     def step():
         with backend.use_backend("cuda", ops=("crop",)):
-            outputs["search"] = crop_pixels(pixels, frames.layout, boxes, 4.0, 256)[0]
-            outputs["template"] = crop_pixels(pixels, frames.layout, boxes, 2.0, 128)[0]
+            outputs["search"] = crop_pixels(pixels, frames.layout, boxes, 4.0, 256)
+            outputs["template"] = crop_pixels(pixels, frames.layout, boxes, 2.0, 128)
 
     graph = capture_graph(step)
     for seed in (14, 15):
@@ -312,7 +310,7 @@ def test_cuda_graph_replays_new_frames_and_boxes():
 def test_cuda_torch_compile_fullgraph():
     frames = _cuda_frames(16, seed=16)
     torch._dynamo.reset()
-    compiled = torch.compile(lambda pixels, boxes: crop_pixels(pixels, frames.layout, boxes, 4.0, 256)[0],
+    compiled = torch.compile(lambda pixels, boxes: crop_pixels(pixels, frames.layout, boxes, 4.0, 256),
                              fullgraph=True)
     with backend.use_backend("cuda", ops=("crop",)):
         got = compiled(frames.pixels, frames.box_tensor)
