@@ -70,10 +70,11 @@ def extension_build():
     # -fopenmp: at::parallel_for is inline and parallelises only in code compiled with OpenMP. -lstdc++: the link
     # may run through the C driver of Python's LDSHARED, which leaves libstdc++ out of the library's dependencies.
     link_args = ["-fopenmp", "-lstdc++"]
-    sources = ["csrc/module.cpp", "csrc/xcorr.cpp", "csrc/crop.cpp", *sorted(glob.glob("csrc/cpu/*.cpp"))]
-    # -ffp-contract=off: the crop op reproduces its reference's roundings exactly, and a fused multiply-add rounds
-    # once where the reference rounds twice. GCC contracts by default wherever the target has FMA (not baseline
-    # x86-64, but aarch64 and -march=native builds); the device code uses explicitly rounded intrinsics instead.
+    sources = ["csrc/module.cpp", "csrc/xcorr.cpp", "csrc/crop.cpp", "csrc/boxes.cpp",
+               *sorted(glob.glob("csrc/cpu/*.cpp"))]
+    # -ffp-contract=off: the crop and box ops reproduce their references' roundings exactly, and a fused multiply-add
+    # rounds once where the reference rounds twice. GCC contracts by default wherever the target has FMA (not
+    # baseline x86-64, but aarch64 and -march=native builds); the device code uses explicitly rounded intrinsics.
     compile_args = {"cxx": ["-O3", "-fopenmp", "-ffp-contract=off"]}
     if with_cuda:
         sources += sorted(glob.glob("csrc/cuda/*.cu"))

@@ -1,7 +1,7 @@
 """The one place that decides which implementation runs each op.
 
-Every op (``xcorr``, ``encoder_block``, ``decoder``, ``crop``) has the pure PyTorch reference, always available
-and the ground truth, and may have fast paths that register themselves here with an availability test.
+Every op (``xcorr``, ``encoder_block``, ``decoder``, ``crop``, ``boxes``) has the pure PyTorch reference, always
+available and the ground truth, and may have fast paths that register themselves here with an availability test.
 The choice, in order of precedence:
 
 1. an explicit ``backend=`` argument where an API takes one, or the innermost :func:`use_backend` context;
@@ -24,7 +24,7 @@ from typing import Callable, Dict, Iterator, Optional, Union
 
 import torch
 
-OPS = ("xcorr", "encoder_block", "decoder", "crop")
+OPS = ("xcorr", "encoder_block", "decoder", "crop", "boxes")
 REFERENCE = "reference"
 BACKENDS = (REFERENCE, "triton", "cuda")
 PRIORITY = ("triton", "cuda")

@@ -7,7 +7,8 @@
   :func:`crop_pixels` is the same on a flat pixel table (what a CUDA graph replays).
 * :func:`normalize_crops`: uint8 RGB -> ``/255``, ImageNet mean/std, channels first.
 * Box geometry: :func:`crop_geometry`, :func:`map_boxes_back`, :func:`clip_boxes`, :func:`boxes_in_crop`
-  on float64 ``(x, y, w, h)`` boxes, with SeqTrack's float steps so rounding ties fall the same way.
+  on float64 ``(x, y, w, h)`` boxes, with SeqTrack's float steps so rounding ties fall the same way;
+  :func:`track_boxes` is the tracker's step from the prediction to the next box (one op, or those three).
 
 Why on the device: the whole tracking step, geometry included, then runs without a host round trip and can
 be captured once as a CUDA graph (:mod:`actrack_fast.frame_step`). Every step is IEEE-exact (float64
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 from . import backend as backends
-from . import crop_op
+from . import boxes_op, crop_op
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -280,3 +281,28 @@ def clip_boxes(boxes: ArrayLike, heights: ArrayLike, widths: ArrayLike, margin: 
     y1 = torch.minimum(y1.clamp(min=0), heights - margin)
     y2 = torch.minimum(y2.clamp(min=margin), heights)
     return torch.stack([x1, y1, (x2 - x1).clamp(min=margin), (y2 - y1).clamp(min=margin)], dim=-1)
+
+
+def track_boxes(pred: ArrayLike, previous: torch.Tensor, layout: ImageLayout, factor: float, size: int,
+                margin: float) -> torch.Tensor:
+    """The next boxes of N targets: the predictions mapped back to the images and clipped, i.e.
+    ``clip_boxes(map_boxes_back(pred, previous, crop_geometry(previous, factor, size), size), layout.height,
+    layout.width, margin)``.
+
+    Args:
+        pred: (N, 4) predicted (cx, cy, w, h), fractions of the search crop (used in float32).
+        previous: (N, 4) float64 (x, y, w, h), the boxes the search crops (``factor``, ``size``) were placed
+            around.
+        layout: the targets' images (only ``height`` and ``width`` (N,) int64 are read).
+    Returns:
+        (N, 4) float64 (x, y, w, h) on ``previous``'s device, at least ``margin`` pixels inside the images.
+
+    The ``boxes`` backend (:mod:`actrack_fast.backend`) ``"cuda"`` runs the compiled op
+    (:mod:`actrack_fast.boxes_op`, one kernel launch, bit-identical); ``"reference"`` the three functions above.
+    """
+    previous = as_boxes(previous, name="previous")
+    if backends.select("boxes", previous.device) == "cuda":
+        pred = torch.as_tensor(pred, device=previous.device).float()
+        return boxes_op.track_boxes(pred, previous, layout.height, layout.width, factor, size, margin)
+    return clip_boxes(map_boxes_back(pred, previous, crop_geometry(previous, factor, size), size), layout.height,
+                      layout.width, margin)

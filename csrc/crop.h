@@ -13,6 +13,8 @@
 // precision.
 #pragma once
 
+#include "rounding.h"
+
 #include <ATen/core/Tensor.h>
 #include <c10/macros/Macros.h>
 
@@ -31,103 +33,8 @@ constexpr int64_t kMaxCropSize = 16384;
 
 namespace crop {
 
-// Correctly rounded IEEE operations, each rounded once, on the host and on the device alike.
-C10_HOST_DEVICE inline double mul(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-
-C10_HOST_DEVICE inline double add(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-
-C10_HOST_DEVICE inline double sub(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dsub_rn(a, b);
-#else
-  return a - b;
-#endif
-}
-
-C10_HOST_DEVICE inline double div(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __ddiv_rn(a, b);
-#else
-  return a / b;
-#endif
-}
-
-C10_HOST_DEVICE inline double sqrt(double a) {
-#ifdef __CUDA_ARCH__
-  return __dsqrt_rn(a);
-#else
-  return std::sqrt(a);
-#endif
-}
-
-C10_HOST_DEVICE inline float mul(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-
-C10_HOST_DEVICE inline float sub(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fsub_rn(a, b);
-#else
-  return a - b;
-#endif
-}
-
-C10_HOST_DEVICE inline float to_float(double a) {
-#ifdef __CUDA_ARCH__
-  return __double2float_rn(a);
-#else
-  return static_cast<float>(a);
-#endif
-}
-
-// Round half to even (torch.round); the host's rounding mode is the default, to nearest.
-C10_HOST_DEVICE inline double round_even(double a) {
-#ifdef __CUDA_ARCH__
-  return ::rint(a);
-#else
-  return std::nearbyint(a);
-#endif
-}
-
-C10_HOST_DEVICE inline float round_even(float a) {
-#ifdef __CUDA_ARCH__
-  return ::rintf(a);
-#else
-  return std::nearbyint(a);
-#endif
-}
-
-C10_HOST_DEVICE inline double ceil(double a) {
-#ifdef __CUDA_ARCH__
-  return ::ceil(a);
-#else
-  return std::ceil(a);
-#endif
-}
-
-C10_HOST_DEVICE inline float floor(float a) {
-#ifdef __CUDA_ARCH__
-  return ::floorf(a);
-#else
-  return std::floor(a);
-#endif
-}
+// mul, add, sub, div, sqrt, to_float, round_even, ceil, floor: each rounded once, on the host and the device.
+using namespace rounding;
 
 C10_HOST_DEVICE inline int64_t clamp(int64_t v, int64_t lo, int64_t hi) {
   // max first, then min, as the reference's .clamp(min=lo).minimum(hi) (which matters only when hi < lo).

@@ -1,0 +1,43 @@
+"""The compiled box op ``torch.ops.actrack_fast.track_boxes`` (csrc/), the ``"cuda"`` backend of op ``"boxes"``.
+
+One kernel launch maps the predicted boxes back to their images and clips them, bit-identical to the reference
+``clip_boxes(map_boxes_back(pred, previous, crop_geometry(previous, factor, size), size), ...)`` of
+:mod:`actrack_fast.preprocessing` (~45 tiny kernels, whose launch latency is what they cost in a CUDA-graph
+step). As for ``"crop"``, ``"cuda"`` names the C++/CUDA extension ``actrack_fast._C`` on both devices: its CUDA
+kernel for GPU tensors and its C++ kernel, with the same arithmetic, for CPU tensors.
+
+This module registers the op's fake implementation (output shape for ``torch.compile`` and meta tensors). The op
+has no autograd formula: it is inference geometry (the tracker's next box), not a training path.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import backend, xcorr_op
+
+backend.register("boxes", "cuda", xcorr_op.is_available, xcorr_op.how_to_get())
+
+
+def track_boxes(pred: torch.Tensor, previous: torch.Tensor, height: torch.Tensor, width: torch.Tensor,
+                factor: float, size: int, margin: float) -> torch.Tensor:
+    """The compiled op: the next boxes of N targets, as :func:`actrack_fast.preprocessing.track_boxes`.
+
+    Args:
+        pred: (N, 4) float32 predicted (cx, cy, w, h), fractions of the search crop.
+        previous: (N, 4) float64 (x, y, w, h), the boxes the search crops were placed around.
+        height, width: (N,) int64 image sizes.
+    Returns:
+        (N, 4) float64 (x, y, w, h), clipped ``margin`` pixels inside the images. Inputs are made contiguous;
+        other dtypes, shapes or devices raise ``RuntimeError``.
+    """
+    return torch.ops.actrack_fast.track_boxes(pred.contiguous(), previous.contiguous(), height.contiguous(),
+                                              width.contiguous(), float(factor), int(size), float(margin))
+
+
+def _fake_track_boxes(pred: torch.Tensor, previous: torch.Tensor, height: torch.Tensor, width: torch.Tensor,
+                      factor: float, size: int, margin: float) -> torch.Tensor:
+    return previous.new_empty((previous.shape[0], 4))
+
+
+if xcorr_op._C is not None:
+    torch.library.register_fake("actrack_fast::track_boxes", _fake_track_boxes)
