@@ -20,15 +20,7 @@ import torch
 from torch import nn
 
 from .cuda_graphs import capture_graph
-from .preprocessing import (
-    ImageLayout,
-    boxes_in_crop,
-    clip_boxes,
-    crop_geometry,
-    crop_pixels,
-    map_boxes_back,
-    normalize_crops,
-)
+from .preprocessing import ImageLayout, boxes_in_crop, crop_geometry, crop_pixels, normalize_crops, track_boxes
 from .presets import TrackerSettings
 
 # Layers whose weights autocast casts to the low-precision dtype on every call.
@@ -110,14 +102,15 @@ class FrameStep:
         cfg, settings = self.config, self.settings
         previous = state.boxes
         crops = crop_pixels(pixels, layout, previous, cfg.search_factor, cfg.search_size)
-        geometry = crop_geometry(previous, cfg.search_factor, cfg.search_size)
-        prompt = boxes_in_crop(previous, previous, geometry, cfg.search_size).float() if cfg.prompt_tokens else None
+        prompt = None
+        if cfg.prompt_tokens:
+            geometry = crop_geometry(previous, cfg.search_factor, cfg.search_size)
+            prompt = boxes_in_crop(previous, previous, geometry, cfg.search_size).float()
         # No autocast weight cache: inside a graph capture its casts would be freed behind the graph's back.
         with torch.autocast(pixels.device.type, dtype=self.dtype, enabled=self.autocast, cache_enabled=False):
             search = normalize_crops(crops).to(self.input_dtype)
             result = self.model.generate(search, state.templates, prompt, window=settings.window, check_finite=False)
-        boxes = clip_boxes(map_boxes_back(result.boxes, previous, geometry, cfg.search_size),
-                           layout.height, layout.width, settings.margin)
+        boxes = track_boxes(result.boxes, previous, layout, cfg.search_factor, cfg.search_size, settings.margin)
         # SeqTrack's confidence: the float32 sum of the token probabilities, scaled by 10 in double.
         confidences = result.probs.float().sum(dim=-1).double() * 10
         frames = state.frames + 1
