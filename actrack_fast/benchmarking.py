@@ -91,8 +91,8 @@ PYTORCH_BACKENDS = ("reference-eager-fp32", "reference-bf16-graph", "compile")
 FAST_BACKEND = "fast"
 REFERENCE_BACKEND = "reference-eager-fp32"
 # The ops each component runs: a fast backend that speeds none of them up on a device is the reference there.
-COMPONENT_OPS = {"crop": ("crop",), "additive": ("xcorr",), "correlation": ("xcorr",), "encoder": ("xcorr", "encoder_block"),
-                 "decoder": ("decoder",), "step": backend.OPS}
+COMPONENT_OPS = {"crop": ("crop",), "additive": ("xcorr",), "correlation": ("xcorr",),
+                 "encoder": ("xcorr", "encoder_block"), "decoder": ("decoder",), "step": backend.OPS}
 
 
 class Unavailable(RuntimeError):

@@ -146,7 +146,8 @@ class GraphedStep:
     Capturing happens on the first call.
     """
 
-    def __init__(self, step: FrameStep, state: TargetState, shapes: Sequence[tuple], image_index: Sequence[int]) -> None:
+    def __init__(self, step: FrameStep, state: TargetState, shapes: Sequence[tuple],
+                 image_index: Sequence[int]) -> None:
         device = state.boxes.device
         self.key = layout_key(len(state), shapes, image_index)
         self.layout = ImageLayout.of(shapes, image_index, device)

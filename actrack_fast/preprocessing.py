@@ -192,7 +192,8 @@ def crop_and_resize(images: Union[torch.Tensor, Sequence[torch.Tensor]], boxes: 
     return crop_pixels(pixels, layout, boxes, factor, size), crop_geometry(boxes, factor, size)
 
 
-def crop_pixels(pixels: torch.Tensor, layout: ImageLayout, boxes: torch.Tensor, factor: float, size: int) -> torch.Tensor:
+def crop_pixels(pixels: torch.Tensor, layout: ImageLayout, boxes: torch.Tensor, factor: float,
+                size: int) -> torch.Tensor:
     """The crops (N, size, size, 3) uint8 of :func:`crop_and_resize` from a flat (P, 3) uint8 pixel table and its
     :class:`ImageLayout`, boxes (N, 4) float64 on the pixels' device: no host work, shapes fixed by N and
     ``size``. (Callers that need the :class:`CropGeometry` too ask :func:`crop_geometry`.)
