@@ -106,7 +106,8 @@ class FrameStep:
         if cfg.prompt_tokens:
             geometry = crop_geometry(previous, cfg.search_factor, cfg.search_size)
             prompt = boxes_in_crop(previous, previous, geometry, cfg.search_size).float()
-        # No autocast weight cache: inside a graph capture its casts would be freed behind the graph's back.
+        # Autocast's weight cache off: graph capture requires it (its casts would outlive the capture's pool),
+        # and it lasts one call anyway; precast_copy is what saves the casts.
         with torch.autocast(pixels.device.type, dtype=self.dtype, enabled=self.autocast, cache_enabled=False):
             search = normalize_crops(crops).to(self.input_dtype)
             result = self.model.generate(search, state.templates, prompt, window=settings.window, check_finite=False)
