@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from . import backend, xcorr_op
+from .xcorr_op import _C  # the one extension module (None without it)
 
 backend.register("boxes", "cuda", xcorr_op.is_available, xcorr_op.how_to_get())
 
@@ -39,5 +40,5 @@ def _fake_track_boxes(pred: torch.Tensor, previous: torch.Tensor, height: torch.
     return previous.new_empty((previous.shape[0], 4))
 
 
-if xcorr_op._C is not None:
+if _C is not None:
     torch.library.register_fake("actrack_fast::track_boxes", _fake_track_boxes)

@@ -13,11 +13,7 @@ from __future__ import annotations
 import torch
 
 from . import backend, xcorr_op
-
-try:
-    from . import _C
-except ImportError:  # built without the extension (pure Python install)
-    _C = None
+from .xcorr_op import _C  # the one extension module (None without it)
 
 backend.register("crop", "cuda", xcorr_op.is_available, xcorr_op.how_to_get())
 
