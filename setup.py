@@ -70,7 +70,7 @@ def extension_build():
     # -fopenmp: at::parallel_for is inline and parallelises only in code compiled with OpenMP. -lstdc++: the link
     # may run through the C driver of Python's LDSHARED, which leaves libstdc++ out of the library's dependencies.
     link_args = ["-fopenmp", "-lstdc++"]
-    sources = ["csrc/module.cpp", "csrc/xcorr.cpp", "csrc/crop.cpp", "csrc/boxes.cpp",
+    sources = ["csrc/module.cpp", "csrc/checks.cpp", "csrc/xcorr.cpp", "csrc/crop.cpp", "csrc/boxes.cpp",
                *sorted(glob.glob("csrc/cpu/*.cpp"))]
     # -ffp-contract=off: the crop and box ops reproduce their references' roundings exactly, and a fused multiply-add
     # rounds once where the reference rounds twice. GCC contracts by default wherever the target has FMA (not

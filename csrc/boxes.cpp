@@ -4,7 +4,7 @@
 // geometry): it has no autograd formula.
 #include "boxes.h"
 
-#include "xcorr.h"  // shape_string
+#include "checks.h"
 
 #include <c10/util/Exception.h>
 #include <torch/library.h>
@@ -15,13 +15,7 @@
 namespace actrack_fast {
 namespace {
 
-void check_device(const at::Tensor& t, const char* name, const at::Tensor& pred, c10::DeviceType device) {
-  TORCH_CHECK(t.device().type() == device, "track_boxes: ", name, " is on ", t.device(), " but this kernel runs on ",
-              device, " tensors");
-  TORCH_CHECK(t.device() == pred.device(), "track_boxes: ", name, " is on ", t.device(), " but pred is on ",
-              pred.device());
-  TORCH_CHECK(t.is_contiguous(), "track_boxes: ", name, " must be contiguous (call .contiguous())");
-}
+constexpr const char* kOp = "track_boxes";
 
 void check_boxes(const at::Tensor& t, const char* name, const char* what, at::ScalarType dtype, int64_t targets,
                  const at::Tensor& pred, c10::DeviceType device) {
@@ -29,15 +23,7 @@ void check_boxes(const at::Tensor& t, const char* name, const char* what, at::Sc
               " must have shape (N, 4) ", what, targets < 0 ? std::string() : " with N = " + std::to_string(targets),
               ", got ", shape_string(t.sizes()));
   TORCH_CHECK(t.scalar_type() == dtype, "track_boxes: ", name, " must be ", dtype, ", got ", t.scalar_type());
-  check_device(t, name, pred, device);
-}
-
-void check_image_side(const at::Tensor& t, const char* name, int64_t targets, const at::Tensor& pred,
-                      c10::DeviceType device) {
-  TORCH_CHECK(t.dim() == 1 && t.size(0) == targets, "track_boxes: ", name, " must have shape (N,) with N = ",
-              std::to_string(targets), " (one image side per box), got ", shape_string(t.sizes()));
-  TORCH_CHECK(t.scalar_type() == at::kLong, "track_boxes: ", name, " must be int64, got ", t.scalar_type());
-  check_device(t, name, pred, device);
+  check_placement(kOp, t, name, pred, "pred", device);
 }
 
 }  // namespace
@@ -48,8 +34,8 @@ int64_t check_track_boxes(const at::Tensor& pred, const at::Tensor& previous, co
   check_boxes(pred, "pred", "(cx, cy, w, h fractions of the search crop)", at::kFloat, -1, pred, device);
   const int64_t targets = pred.size(0);
   check_boxes(previous, "previous", "(x, y, w, h)", at::kDouble, targets, pred, device);
-  check_image_side(height, "height", targets, pred, device);
-  check_image_side(width, "width", targets, pred, device);
+  check_per_box_int64(kOp, height, "height", targets, "one image side per box", pred, "pred", device);
+  check_per_box_int64(kOp, width, "width", targets, "one image side per box", pred, "pred", device);
   TORCH_CHECK(size >= 1, "track_boxes: size must be >= 1, got ", std::to_string(size));
   TORCH_CHECK(std::isfinite(factor) && factor > 0, "track_boxes: factor must be a positive finite number, got ",
               std::to_string(factor));

@@ -3,7 +3,7 @@
 // registered from Python (actrack_fast/crop_op.py). The output is uint8, so the op has no autograd formula.
 #include "crop.h"
 
-#include "xcorr.h"  // shape_string
+#include "checks.h"
 
 #include <c10/util/Exception.h>
 #include <torch/library.h>
@@ -14,21 +14,7 @@
 namespace actrack_fast {
 namespace {
 
-void check_device(const at::Tensor& t, const char* name, const at::Tensor& pixels, c10::DeviceType device) {
-  TORCH_CHECK(t.device().type() == device, "crop_resize: ", name, " is on ", t.device(), " but this kernel runs on ",
-              device, " tensors");
-  TORCH_CHECK(t.device() == pixels.device(), "crop_resize: ", name, " is on ", t.device(), " but pixels is on ",
-              pixels.device());
-  TORCH_CHECK(t.is_contiguous(), "crop_resize: ", name, " must be contiguous (call .contiguous())");
-}
-
-void check_layout_field(const at::Tensor& t, const char* name, int64_t targets, const at::Tensor& pixels,
-                        c10::DeviceType device) {
-  TORCH_CHECK(t.dim() == 1 && t.size(0) == targets, "crop_resize: ", name, " must have shape (N,) with N = ",
-              std::to_string(targets), " (one entry per box), got ", shape_string(t.sizes()));
-  TORCH_CHECK(t.scalar_type() == at::kLong, "crop_resize: ", name, " must be int64, got ", t.scalar_type());
-  check_device(t, name, pixels, device);
-}
+constexpr const char* kOp = "crop_resize";
 
 }  // namespace
 
@@ -38,15 +24,15 @@ int64_t check_crop_resize(const at::Tensor& pixels, const at::Tensor& start, con
   TORCH_CHECK(pixels.dim() == 2 && pixels.size(1) == 3, "crop_resize: pixels must have shape (P, 3) (RGB pixels of ",
               "the images, one after the other), got ", shape_string(pixels.sizes()));
   TORCH_CHECK(pixels.scalar_type() == at::kByte, "crop_resize: pixels must be uint8, got ", pixels.scalar_type());
-  check_device(pixels, "pixels", pixels, device);
+  check_placement(kOp, pixels, "pixels", pixels, "pixels", device);
   TORCH_CHECK(boxes.dim() == 2 && boxes.size(1) == 4, "crop_resize: boxes must have shape (N, 4) (x, y, w, h), got ",
               shape_string(boxes.sizes()));
   TORCH_CHECK(boxes.scalar_type() == at::kDouble, "crop_resize: boxes must be float64, got ", boxes.scalar_type());
-  check_device(boxes, "boxes", pixels, device);
+  check_placement(kOp, boxes, "boxes", pixels, "pixels", device);
   const int64_t targets = boxes.size(0);
-  check_layout_field(start, "start", targets, pixels, device);
-  check_layout_field(height, "height", targets, pixels, device);
-  check_layout_field(width, "width", targets, pixels, device);
+  check_per_box_int64(kOp, start, "start", targets, "one entry per box", pixels, "pixels", device);
+  check_per_box_int64(kOp, height, "height", targets, "one entry per box", pixels, "pixels", device);
+  check_per_box_int64(kOp, width, "width", targets, "one entry per box", pixels, "pixels", device);
   TORCH_CHECK(size >= 1 && size <= kMaxCropSize, "crop_resize: size must be in [1, ", std::to_string(kMaxCropSize),
               "], got ", std::to_string(size));
   TORCH_CHECK(std::isfinite(factor) && factor > 0, "crop_resize: factor must be a positive finite number, got ",

@@ -3,20 +3,14 @@
 // and the autograd formula are registered from Python (actrack_fast/xcorr_op.py).
 #include "xcorr.h"
 
+#include "checks.h"
+
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
 #include <vector>
 
 namespace actrack_fast {
-
-std::string shape_string(at::IntArrayRef sizes) {
-  std::string text = "[";
-  for (size_t i = 0; i < sizes.size(); ++i) {
-    text += (i ? ", " : "") + std::to_string(sizes[i]);
-  }
-  return text + "]";
-}
 
 namespace {
 

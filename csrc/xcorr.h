@@ -9,11 +9,6 @@
 
 namespace actrack_fast {
 
-// Error messages format numbers with std::to_string instead of streaming them into TORCH_CHECK: on the GPU
-// machine's stack (torch 2.11, Ubuntu 24.04) an integer streamed from this library crashed the process while
-// strings did not (csrc/README.md). "[2, 4, 8, 8]" for sizes {2, 4, 8, 8}.
-std::string shape_string(at::IntArrayRef sizes);
-
 // The correlation of one (sample, channel) plane, read off validated inputs. The response at (y, x) is
 //   out[y, x] = sum_ij search[y + i - pad_top, x + j - pad_left] * kernel[i, j]
 // with zeros outside the search map. "same" pads (k - 1) / 2 before and k / 2 after, as
