@@ -11,19 +11,48 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
 from .correlation import xcorr_depthwise
 
 
-def conv_bn_relu(cin: int, cout: int, kernel_size: int, stride: int) -> nn.Sequential:
-    # BatchNorm rather than GroupNorm: at inference it folds into the conv weights.
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel_size, stride=stride, padding=kernel_size // 2, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
+class ConvBNReLU(nn.Sequential):
+    """conv -> BatchNorm -> ReLU (children ``0``, ``1``, ``2``).
+
+    BatchNorm rather than GroupNorm because at inference it folds into the conv: in eval mode without
+    autograd the forward is one convolution with the folded weight and bias, computed on first use and
+    again whenever a weight, a statistic, the dtype or the device changes (PyTorch's version counters).
+    """
+
+    def __init__(self, cin: int, cout: int, kernel_size: int, stride: int) -> None:
+        super().__init__(nn.Conv2d(cin, cout, kernel_size, stride=stride, padding=kernel_size // 2, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+        self._folded: Optional[tuple] = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, norm = self[0], self[1]
+        if self.training or torch.is_grad_enabled() or norm.running_var is None:
+            return super().forward(x)
+        weight, bias = self.folded()
+        return F.relu(F.conv2d(x, weight, bias, conv.stride, conv.padding), inplace=True)
+
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The conv weight and bias with the eval-mode BatchNorm folded in (computed in fp32 or wider)."""
+        conv, norm = self[0], self[1]
+        tensors = (conv.weight, norm.weight, norm.bias, norm.running_mean, norm.running_var)
+        key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors) + (norm.eps,)
+        if self._folded is None or self._folded[0] != key:
+            wide = torch.promote_types(conv.weight.dtype, torch.float32)
+            with torch.no_grad():
+                scale = norm.weight.to(wide) * torch.rsqrt(norm.running_var.to(wide) + norm.eps)
+                weight = (conv.weight.to(wide) * scale[:, None, None, None]).to(conv.weight.dtype)
+                bias = (norm.bias.to(wide) - norm.running_mean.to(wide) * scale).to(conv.weight.dtype)
+            # cuDNN runs 16-bit convolutions channels-last: a weight already in that layout is not converted
+            # on every call.
+            self._folded = (key, weight.contiguous(memory_format=torch.channels_last), bias)
+        return self._folded[1], self._folded[2]
 
 
 class ConvStem(nn.Module):
@@ -32,9 +61,11 @@ class ConvStem(nn.Module):
     def __init__(self, width: int) -> None:
         super().__init__()
         widths = [3, max(width // 4, 8), max(width // 2, 8), width, width]
-        self.stages = nn.Sequential(*(conv_bn_relu(widths[i], widths[i + 1], 3, 2) for i in range(4)))
+        self.stages = nn.Sequential(*(ConvBNReLU(widths[i], widths[i + 1], 3, 2) for i in range(4)))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if image.is_cuda:  # cuDNN's convolutions run channels-last; converting once saves a conversion per stage
+            image = image.contiguous(memory_format=torch.channels_last)
         return self.stages(image)
 
 
@@ -57,7 +88,7 @@ class AdditiveNet(nn.Module):
         width = config.additive_dim
         self.kernel_size = target_kernel_size(config)
         self.stem = ConvStem(width)
-        self.fuse = conv_bn_relu(2 * width, width, 1, 1)
+        self.fuse = ConvBNReLU(2 * width, width, 1, 1)
         self.norm = nn.LayerNorm(width)
         self.injections = nn.ModuleDict({str(i): nn.Linear(width, config.embed_dim) for i in config.injected_blocks})
         for projection in self.injections.values():
@@ -77,15 +108,21 @@ class AdditiveNet(nn.Module):
         """Mean over templates of the depthwise correlation: (B, C, H, W), (B, T, C, h, w) -> (B, C, H, W)."""
         B, T = template_maps.shape[:2]
         kernels = self.target_kernels(template_maps).flatten(0, 1)
-        response = xcorr_depthwise(search_map.repeat_interleave(T, dim=0), kernels.contiguous(), "same")
+        searches = search_map.repeat_interleave(T, dim=0).contiguous()
+        response = xcorr_depthwise(searches, kernels.contiguous(), "same")
         return response.reshape(B, T, *response.shape[1:]).mean(dim=1)
 
     def forward(self, search: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
         """(B, 3, Ss, Ss), (B, T, 3, St, St) -> per-token features (B, Nx + T*Nz, C_a)."""
         B, T = templates.shape[:2]
-        search_map = self.stem(search)
-        template_maps = self.stem(templates.flatten(0, 1))
-        template_maps = template_maps.reshape(B, T, *template_maps.shape[1:])
+        # One stem pass for every crop of the frame; not in training, where BatchNorm's batch statistics
+        # would then mix search and template crops.
+        if not self.training and search.shape[-2:] == templates.shape[-2:]:
+            maps = self.stem(torch.cat([search[:, None], templates], dim=1).flatten(0, 1)).unflatten(0, (B, 1 + T))
+            search_map, template_maps = maps[:, 0], maps[:, 1:]
+        else:
+            search_map = self.stem(search)
+            template_maps = self.stem(templates.flatten(0, 1)).unflatten(0, (B, T))
         fused = self.fuse(torch.cat([search_map, self.correlate(search_map, template_maps)], dim=1))
         search_tokens = fused.flatten(2).transpose(1, 2)
         template_tokens = template_maps.flatten(3).transpose(2, 3).flatten(1, 2)

@@ -8,7 +8,8 @@ The choice, in order of precedence:
 2. the ``ACTRACK_BACKEND`` environment variable: one name for every op (``reference``) or per-op
    assignments (``xcorr=cuda,decoder=triton``);
 3. ``auto``: the first available fast path in :data:`PRIORITY` for the tensor's device, else the reference
-   (a provider may narrow where ``auto`` picks it, e.g. to keep a test-only interpreter out of it).
+   (a provider may narrow where ``auto`` picks it, e.g. to keep a test-only interpreter out of it, or to the
+   input sizes and dtypes where it measured faster: callers that pass the op's input let it see them).
 
 Asking explicitly for a backend that is not available raises ``RuntimeError`` with the reason and how to
 get it; ``auto`` silently falls back.
@@ -31,11 +32,16 @@ PRIORITY = ("triton", "cuda")
 ENV_VAR = "ACTRACK_BACKEND"
 
 
+# ``auto(device, input)``: whether ``auto`` may pick the backend there; ``input`` is the op's input tensor when
+# the caller passed one to :func:`select`, else None.
+AutoRule = Callable[[torch.device, Optional[torch.Tensor]], bool]
+
+
 @dataclass(frozen=True)
 class _Provider:
     is_available: Callable[[torch.device], bool]
     how_to_get: str
-    auto: Optional[Callable[[torch.device], bool]] = None
+    auto: Optional[AutoRule] = None
 
 
 _PROVIDERS: Dict[str, Dict[str, _Provider]] = {op: {} for op in OPS}
@@ -43,9 +49,9 @@ _local = threading.local()
 
 
 def register(op: str, backend: str, is_available: Callable[[torch.device], bool], how_to_get: str,
-             auto: Optional[Callable[[torch.device], bool]] = None) -> None:
+             auto: Optional[AutoRule] = None) -> None:
     """Declare that ``backend`` implements ``op`` on devices where ``is_available(device)`` is true;
-    ``auto(device)``, if given, must also hold for ``auto`` to pick it there (explicit requests need not)."""
+    ``auto(device, input)``, if given, must also hold for ``auto`` to pick it there (explicit requests need not)."""
     _check_name(op, OPS, "op")
     _check_name(backend, BACKENDS, "backend")
     if backend == REFERENCE:
@@ -61,21 +67,23 @@ def available(op: str, device: Union[str, torch.device]) -> list[str]:
     return fast + [REFERENCE]
 
 
-def select(op: str, device: Union[str, torch.device], requested: Optional[str] = None) -> str:
-    """The backend that runs ``op`` on ``device`` (see the module docstring for the precedence)."""
+def select(op: str, where: Union[str, torch.device, torch.Tensor], requested: Optional[str] = None) -> str:
+    """The backend that runs ``op`` on ``where``: a device, or the op's input tensor, whose device counts and
+    whose shape and dtype ``auto`` rules may consult (see the module docstring for the precedence)."""
     _check_name(op, OPS, "op")
+    tensor = where if isinstance(where, torch.Tensor) else None
+    device = where.device if tensor is not None else torch.device(where)
     choice = requested or _context_choice(op) or _env_choice(op) or "auto"
     if choice == "auto":
-        device = torch.device(device)
         return next(b for b in available(op, device)
-                    if b == REFERENCE or _PROVIDERS[op][b].auto is None or _PROVIDERS[op][b].auto(device))
+                    if b == REFERENCE or _PROVIDERS[op][b].auto is None or _PROVIDERS[op][b].auto(device, tensor))
     _check_name(choice, BACKENDS, "backend")
     if choice == REFERENCE:
         return REFERENCE
     provider = _PROVIDERS[op].get(choice)
     if provider is None:
         raise RuntimeError(f"backend {choice!r} does not implement op {op!r}; available: {available(op, device)}")
-    if not provider.is_available(torch.device(device)):
+    if not provider.is_available(device):
         raise RuntimeError(f"backend {choice!r} for op {op!r} is not available on {device}: {provider.how_to_get}")
     return choice
 
@@ -131,8 +139,18 @@ def _triton_on_cuda(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
 
 
-# Measured on the H100 (benchmarks/NOTES.md, encoder section): the fused Triton encoder runs at 0.87-0.99x
-# of the SDPA reference for inference and ~10x slower as a training step, so ``auto`` keeps the reference;
-# ``encoder_block=triton`` still selects it explicitly.
+# Measured on the H100 (benchmarks/NOTES.md, encoder section, version 2): for inference in 16 bits the fused
+# Triton blocks beat the cuBLAS/SDPA reference from batch 32 of B256 frames (24,576 token rows) and lose at
+# batch 8 and below; as a training step they are ~10x slower. Elsewhere ``auto`` keeps the reference, and
+# ``encoder_block=triton`` still selects them explicitly.
+TRITON_BLOCK_MIN_ROWS = 24_576
+
+
+def _triton_block_pays(device: torch.device, x: Optional[torch.Tensor]) -> bool:
+    return (x is not None and x.dim() == 3 and x.shape[0] * x.shape[1] >= TRITON_BLOCK_MIN_ROWS
+            and x.dtype in (torch.float16, torch.bfloat16) and not (torch.is_grad_enabled() and x.requires_grad)
+            and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9)
+
+
 register("encoder_block", "triton", _triton_on_cuda, "needs a CUDA GPU and the triton package (pip install triton)",
-         auto=lambda device: False)
+         auto=_triton_block_pays)

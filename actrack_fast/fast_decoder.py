@@ -52,7 +52,7 @@ def is_available(device: torch.device) -> bool:
 backend.register(
     "decoder", "triton", is_available,
     "install triton (`pip install triton`) and use a CUDA GPU; on CPU set TRITON_INTERPRET=1 (interpreter, tests)",
-    auto=lambda device: device.type == "cuda",
+    auto=lambda device, memory: device.type == "cuda",
 )
 
 

@@ -1,7 +1,8 @@
 """The encoder block on Triton kernels (``kernels.encoder_block``), a drop-in for ``encoder.Block``.
 
-``Block.forward`` routes here when ``backend.select("encoder_block", device)`` picks ``triton`` (on CUDA
-with triton installed, by default); :class:`FusedBlock` is the same module with the Triton path forced.
+``Block.forward`` routes here when ``backend.select("encoder_block", x)`` picks ``triton``: when asked for,
+or by default for 16-bit inference batches large enough for it to win (``backend.TRITON_BLOCK_MIN_ROWS``, on
+Hopper or newer); :class:`FusedBlock` is the same module with the Triton path forced.
 Both keep the reference block's parameters and state-dict keys.
 
 Training: the frozen encoder must pass gradients to the additive net (through ``additive`` and the

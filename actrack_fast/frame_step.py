@@ -19,6 +19,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .additive import ConvBNReLU
 from .cuda_graphs import capture_graph
 from .preprocessing import ImageLayout, boxes_in_crop, crop_geometry, crop_pixels, normalize_crops, track_boxes
 from .presets import TrackerSettings
@@ -130,11 +131,15 @@ def precast_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     """A copy of ``model`` whose encoder-side Linear and Conv2d weights (encoder, additive net, bottleneck) are
     stored in ``dtype``, the values autocast would cast them to: under autocast it computes bit for bit what
     ``model`` computes, without recasting ~150 weight tensors every frame. LayerNorms, position embeddings and
-    the decoder keep their precision (autocast runs LayerNorm in fp32, and the decoder is fp32 by design)."""
+    the decoder keep their precision (autocast runs LayerNorm in fp32, and the decoder is fp32 by design), and so
+    do the additive net's conv + BatchNorm pairs."""
     shadow = copy.deepcopy(model)
+    # Convolutions whose BatchNorm folds into them at inference stay fp32: autocast casts the folded weight,
+    # and casting the conv weight first would round twice.
+    folded = {id(module[0]) for module in shadow.modules() if isinstance(module, ConvBNReLU)}
     for part in (shadow.encoder, shadow.additive, shadow.bottleneck):
         for module in part.modules():
-            if isinstance(module, _AUTOCAST_CAST):
+            if isinstance(module, _AUTOCAST_CAST) and id(module) not in folded:
                 module.to(dtype)
     return shadow
 

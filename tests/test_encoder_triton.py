@@ -18,7 +18,7 @@ from actrack_fast import fast_encoder
 from actrack_fast.encoder import LAYER_NORM_EPS, Block, VisionTransformer
 from actrack_fast.config import get_config
 from kernels.attention import attention
-from kernels.fused_linear import fused_linear
+from kernels.fused_linear import fused_linear, linear_pointer, linear_tma, uses_tma
 from kernels.layernorm import layernorm
 
 CPU_DTYPES = [torch.float32, torch.float16]
@@ -102,6 +102,47 @@ def test_fused_linear(dtype, M, K, N, epilogue):
     out = fused_linear(x, w, b, gelu=epilogue == "gelu", residual=r if epilogue == "residual" else None)
     assert out.dtype == dtype and out.shape == (M, N)
     assert rel_err(out, ref) < cpu_tol(dtype)
+
+
+def linear_reference(x, w, b, gelu, residual):
+    ref = x.double() @ w.double().T + b.double()
+    ref = F.gelu(ref) if gelu else ref
+    return ref if residual is None else ref + residual.double()
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("M,K,N", [(100, 128, 192), (37, 64, 96), (64, 96, 32)])
+@pytest.mark.parametrize("epilogue", ["bias", "gelu", "residual"])
+def test_tma_linear_in_the_interpreter(M, K, N, epilogue):
+    """The persistent TMA kernel (4 programs over several tiles, edges zero-filled and clipped by TMA) in fp16:
+    the interpreter's TMA loads mangle bfloat16, which the GPU test below covers."""
+    x, w, b, r = (torch.randn(*s).half() for s in [(M, K), (N, K), (N,), (M, N)])
+    out = torch.full((M, N), float("nan"), dtype=torch.float16)
+    residual = r if epilogue == "residual" else None
+    linear_tma(x, w, b, out, epilogue == "gelu", residual)
+    assert rel_err(out, linear_reference(x, w, b, epilogue == "gelu", residual)) < cpu_tol(torch.float16)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("M", [768, 6144, 1000])
+@pytest.mark.parametrize("N,K,epilogue", [(2304, 768, "bias"), (768, 768, "residual"), (3072, 768, "gelu"),
+                                          (768, 3072, "residual"), (1024, 4096, "residual"), (768, 96, "residual")])
+def test_tma_and_pointer_linear_on_gpu(dtype, M, N, K, epilogue, log_error):
+    """Both GEMM kernels at the encoder's shapes (768 / 6144 tokens, an edge at 1000) against fp64."""
+    dev = torch.device("cuda")
+    x = torch.randn(M, K, device=dev).to(dtype)
+    w = (torch.randn(N, K, device=dev) * K ** -0.5).to(dtype)
+    b, r = torch.randn(N, device=dev).to(dtype), torch.randn(M, N, device=dev).to(dtype)
+    residual = r if epilogue == "residual" else None
+    ref = linear_reference(x, w, b, epilogue == "gelu", residual)
+    assert uses_tma(x, w, r) == (torch.cuda.get_device_capability()[0] >= 9)
+    for launch in (linear_tma, linear_pointer) if uses_tma(x, w, r) else (linear_pointer,):
+        out = torch.full((M, N), float("nan"), device=dev, dtype=dtype)
+        launch(x, w, b, out, epilogue == "gelu", residual)
+        error = rel_err(out, ref)
+        log_error(kernel=launch.__name__, dtype=str(dtype), M=M, N=N, K=K, epilogue=epilogue, rel_err=error)
+        assert error < gpu_tol(dtype)
 
 
 @pytest.mark.interpreter

@@ -44,10 +44,13 @@ def test_nonzero_injection_changes_the_output():
     assert (after - before).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("template_size", [None, 32])
 @torch.no_grad()
-def test_encoder_matches_seqtrack_in_fp64():
-    """fp64 leaves no room for rounding: catches constant slips (LayerNorm eps, scale) fp32 would hide."""
-    model = build_model("tiny").double().eval()
+def test_encoder_matches_seqtrack_in_fp64(template_size):
+    """fp64 leaves no room for rounding: catches constant slips (LayerNorm eps, scale) fp32 would hide.
+    Also with templates smaller than the search crop (as in the 384 configs), whose patches share one GEMM."""
+    overrides = {} if template_size is None else {"template_size": template_size}
+    model = build_model("tiny", **overrides).double().eval()
     search, templates = (t.double() for t in crops(model.config, 2))
     _, _, ref_encoded = seqtrack.generate(model.state_dict(), search, templates, model.config)
     torch.testing.assert_close(model.encode(search, templates), ref_encoded, rtol=1e-10, atol=1e-10)

@@ -1,0 +1,104 @@
+"""The additive net's inference shortcuts against its plain PyTorch forward.
+
+In eval mode without autograd each conv + BatchNorm runs as one folded convolution and, when the search and
+template crops have one size, the stem runs once over all of them. Both must compute what the unfolded,
+per-crop forward computes, and the folded weights must follow every change of the weights or statistics.
+"""
+import pytest
+import torch
+from torch import nn
+
+from actrack_fast.additive import AdditiveNet, ConvBNReLU
+from actrack_fast.config import get_config
+
+TOLERANCE = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-12, atol=1e-12)}
+
+
+def random_statistics(net: nn.Module, seed: int = 0) -> None:
+    """BatchNorm weights and running statistics far from the identity, so that folding them matters."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in net.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            for tensor, low, high in ((module.weight, 0.5, 2.0), (module.bias, -1.0, 1.0),
+                                      (module.running_mean, -1.0, 1.0), (module.running_var, 0.2, 3.0)):
+                with torch.no_grad():
+                    tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)
+
+
+def crops(config, batch: int, dtype: torch.dtype, seed: int = 1):
+    generator = torch.Generator().manual_seed(seed)
+    search = torch.randn(batch, 3, config.search_size, config.search_size, generator=generator, dtype=dtype)
+    templates = torch.randn(batch, config.num_templates, 3, config.template_size, config.template_size,
+                            generator=generator, dtype=dtype)
+    return search, templates
+
+
+def plain_forward(net: AdditiveNet, search: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
+    """The forward with neither shortcut: autograd on (no folding), the net in training mode (one stem pass
+    per crop kind) with every BatchNorm in eval mode (running statistics, as at inference)."""
+    net.train()
+    for module in net.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.eval()
+    with torch.enable_grad():
+        out = net(search, templates).detach()
+    net.eval()
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name,batch", [("tiny", 1), ("tiny", 3)])
+def test_folded_batched_forward_matches_the_plain_one(name, batch, dtype):
+    config = get_config(name)
+    net = AdditiveNet(config).to(dtype).eval()
+    random_statistics(net)
+    search, templates = crops(config, batch, dtype)
+    expected = plain_forward(net, search, templates)
+    with torch.no_grad():
+        got = net(search, templates)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, expected, **TOLERANCE[dtype])
+
+
+def test_different_crop_sizes_take_separate_stem_passes():
+    config = get_config("tiny").replace(template_size=get_config("tiny").search_size // 2)
+    net = AdditiveNet(config).double().eval()
+    random_statistics(net)
+    search, templates = crops(config, 2, torch.float64)
+    with torch.no_grad():
+        got = net(search, templates)
+    torch.testing.assert_close(got, plain_forward(net, search, templates), **TOLERANCE[torch.float64])
+
+
+@pytest.mark.parametrize("change", ["conv weight", "running mean", "running var", "norm weight", "dtype"])
+def test_folded_weights_follow_every_change(change):
+    block = ConvBNReLU(3, 8, 3, 2).eval()
+    random_statistics(block)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        before = block(x)
+        if change == "conv weight":
+            block[0].weight.mul_(1.5)
+        elif change == "running mean":
+            block[1].running_mean.add_(0.25)
+        elif change == "running var":
+            block[1].running_var.mul_(2.0)
+        elif change == "norm weight":
+            block[1].weight.neg_()
+        else:
+            block.double()
+            x = x.double()
+        after = block(x)
+    with torch.enable_grad():
+        expected = block[2](block[1](block[0](x))).detach()
+    assert not torch.allclose(after.double(), before.double())
+    torch.testing.assert_close(after, expected, **TOLERANCE[after.dtype])
+
+
+def test_training_mode_and_autograd_use_batch_statistics_and_the_unfolded_path():
+    block = ConvBNReLU(3, 8, 3, 1)
+    random_statistics(block)
+    x = torch.randn(4, 3, 8, 8, requires_grad=True)
+    block(x).sum().backward()  # training mode: BatchNorm normalises with the batch's own statistics
+    assert block[0].weight.grad is not None and x.grad.abs().sum() > 0
+    assert block._folded is None
