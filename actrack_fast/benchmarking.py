@@ -342,8 +342,12 @@ def _in_context(call: Callable[[], object], ops: str) -> Callable[[], object]:
 def _check_available(spec: CaseSpec) -> dict[str, str]:
     """The backend chosen for each op; raises :class:`Unavailable` where the case cannot run as named."""
     b = BACKENDS[spec.backend]
+    cfg = spec.config
+    # The encoder blocks' choice depends on the token batch: a scalar expanded to the stream's shape and dtype
+    # lets the rule see them without allocating the stream.
+    stream = torch.empty((), dtype=spec.dtype, device=spec.device).expand(spec.batch, cfg.num_tokens, cfg.embed_dim)
     with backend.use_backend(b.ops):
-        ops = {op: backend.select(op, spec.device) for op in backend.OPS}
+        ops = {op: backend.select(op, stream if op == "encoder_block" else spec.device) for op in backend.OPS}
     if b.compiled:
         if spec.component not in ("encoder", "step"):
             raise Unavailable(f"backend 'compile' compiles only the encoder blocks: for the {spec.component} it is "

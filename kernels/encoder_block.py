@@ -3,7 +3,8 @@
     x' = x + additive @ W_inj^T + b_inj            fused_linear  (the injection; residual in the epilogue)
     h = LN1(x')                                    layernorm
     qkv = h @ W_qkv^T + b_qkv                      fused_linear
-    o = attention(q, k, v) over all N tokens       attention     (heads read from qkv in place, no permutes)
+    o = attention(q, k, v) over all N tokens       attention     (heads read from qkv in place, no permutes;
+                                                                 cuDNN's through SDPA for large 16-bit batches)
     x'' = x' + o @ W_proj^T + b_proj               fused_linear  (residual epilogue)
     h = LN2(x'')                                   layernorm
     u = GELU(h @ W_fc1^T + b_fc1)                  fused_linear  (bias + GELU epilogue)
@@ -21,9 +22,16 @@ from typing import Optional
 
 import torch
 
+import torch.nn.functional as F
+
 from .attention import attention
 from .fused_linear import fused_linear
 from .layernorm import layernorm
+
+# From this many token rows (32 B256 frames) 16-bit attention runs cuDNN's kernel through SDPA. H100, bf16,
+# per call (benchmarks/NOTES.md): 265 us against this Triton kernel's 329 us at 64 frames, but 43 against 41 us
+# at 8 frames and 12.9 against 11.9 us at one; 32 sits between the measured points.
+SDPA_FROM_ROWS = 24_576
 
 
 @dataclass(frozen=True)
@@ -61,9 +69,19 @@ def encoder_block(x: torch.Tensor, weights: BlockWeights, additive: Optional[tor
         stream = fused_linear(features, injection_weight, injection_bias, residual=stream)
     h = layernorm(stream, weights.norm1_weight, weights.norm1_bias, weights.eps)
     qkv = fused_linear(h, weights.qkv_weight, weights.qkv_bias)
-    heads = attention(qkv, B, weights.num_heads)
+    heads = _attention(qkv, B, weights.num_heads)
     stream = fused_linear(heads, weights.proj_weight, weights.proj_bias, residual=stream)
     h = layernorm(stream, weights.norm2_weight, weights.norm2_bias, weights.eps)
     hidden = fused_linear(h, weights.fc1_weight, weights.fc1_bias, gelu=True)
     stream = fused_linear(hidden, weights.fc2_weight, weights.fc2_bias, residual=stream)
     return stream.reshape(B, N, C)
+
+
+def _attention(qkv: torch.Tensor, batch: int, num_heads: int) -> torch.Tensor:
+    """(B*N, 3*C) -> (B*N, C) by the faster kernel for the size (see ``SDPA_FROM_ROWS``)."""
+    rows, three_dim = qkv.shape
+    if not (qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16) and rows >= SDPA_FROM_ROWS):
+        return attention(qkv, batch, num_heads)
+    dim = three_dim // 3
+    q, k, v = qkv.view(batch, rows // batch, 3, num_heads, dim // num_heads).permute(2, 0, 3, 1, 4)
+    return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(rows, dim)

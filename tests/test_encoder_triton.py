@@ -340,6 +340,25 @@ def test_block_on_gpu(dtype, dim, heads, additive_dim, tokens, log_error):
     assert err < gpu_tol(dtype)
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@torch.no_grad()
+def test_block_on_gpu_at_a_large_batch(dtype, log_error):
+    """32 B256 frames: attention through SDPA (``SDPA_FROM_ROWS``) inside the fused block, TMA GEMMs around it."""
+    from kernels.encoder_block import SDPA_FROM_ROWS
+
+    frames = SDPA_FROM_ROWS // 768
+    block, injection = make_block(768, 12, 96, torch.float32, torch.device("cuda"))
+    x = torch.randn(frames, 768, 768, device="cuda")
+    additive = torch.randn(frames, 768, 96, device="cuda")
+    ref = block.double().reference_forward(x.double(), additive.double(), injection.double())
+    block, injection = block.to(dtype), injection.to(dtype)
+    out = fast_encoder.fused_block_forward(block, x.to(dtype), additive.to(dtype), injection)
+    err = rel_err(out, ref)
+    log_error(dtype=str(dtype), frames=frames, block=err)
+    assert err < gpu_tol(dtype)
+
+
 def gpu_model(name, dtype, sharpen=2.0):
     model = sharpen_attention(randomize(build_model(name), scale=0.05), sharpen).cuda().eval()
     return model.to(dtype)
