@@ -16,7 +16,8 @@ Components (one timed call, for ``batch`` targets at once):
 Backends (:data:`BACKENDS`): ``reference-eager-fp32`` (the PyTorch reference, eager, float32),
 ``reference-bf16-graph`` (the reference in bfloat16 replayed as a CUDA graph), ``compile`` (as the previous, with
 every encoder block through ``torch.compile``; the best PyTorch path) and ``fast`` (the backends ``auto`` picks:
-CUDA crop, box and correlation ops, Triton decoder; bfloat16, CUDA graph). Models hold random weights from a fixed
+CUDA crop, box and correlation ops, Triton decoder, Triton encoder blocks for large 16-bit batches; bfloat16,
+CUDA graph). Models hold random weights from a fixed
 seed (speed does not depend on the values) with nonzero injections, converted to the row's dtype with ``model.to``
 (the trackers then run them without autocast).
 
@@ -84,8 +85,8 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("compile", "reference", None, graph=True, cuda_only=True, compiled=True,
             description="PyTorch reference with torch.compile'd encoder blocks, then one CUDA graph"),
     Backend("fast", "auto", None, graph=True, cuda_only=False, compiled=False,
-            description="the backends `auto` picks (CUDA crop, box and correlation ops, Triton decoder), one "
-                        "CUDA graph; on CPU eager, float32"),
+            description="the backends `auto` picks (CUDA crop, box and correlation ops, Triton decoder, Triton "
+                        "encoder blocks from 32 frames of 16-bit tokens), one CUDA graph; on CPU eager, float32"),
 )}
 PYTORCH_BACKENDS = ("reference-eager-fp32", "reference-bf16-graph", "compile")
 FAST_BACKEND = "fast"
