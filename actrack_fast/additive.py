@@ -108,6 +108,7 @@ class AdditiveNet(nn.Module):
         """Mean over templates of the depthwise correlation: (B, C, H, W), (B, T, C, h, w) -> (B, C, H, W)."""
         B, T = template_maps.shape[:2]
         kernels = self.target_kernels(template_maps).flatten(0, 1)
+        # The stem's maps are channels-last on CUDA; the correlation op takes contiguous planes.
         searches = search_map.repeat_interleave(T, dim=0).contiguous()
         response = xcorr_depthwise(searches, kernels.contiguous(), "same")
         return response.reshape(B, T, *response.shape[1:]).mean(dim=1)

@@ -127,11 +127,13 @@ class VisionTransformer(nn.Module):
 
         Every template shares the template part of ``pos_embed``; all patches go through one GEMM.
         """
-        T = templates.shape[1]
+        T, Nx = templates.shape[1], self.num_search_tokens
         patches = torch.cat([self.patch_embed.patches(search), self.patch_embed.patches(templates).flatten(1, 2)], 1)
-        search_pos, template_pos = self.pos_embed.split(
-            [self.num_search_tokens, self.pos_embed.shape[1] - self.num_search_tokens], dim=1)
-        return self.patch_embed.embed_patches(patches) + torch.cat([search_pos, template_pos.repeat(1, T, 1)], 1)
+        tokens = self.patch_embed.embed_patches(patches)
+        # Added in place, broadcast over the templates: no per-frame copy of the position table.
+        tokens[:, :Nx] += self.pos_embed[:, :Nx]
+        tokens[:, Nx:].unflatten(1, (T, -1)).add_(self.pos_embed[:, None, Nx:])
+        return tokens
 
     def forward(
         self,

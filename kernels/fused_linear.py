@@ -22,9 +22,9 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 from .tuning import INTERPRET, choose, dot_precision, keep_fp32, quick_bench
 
 
-def _config(block_m: int, block_n: int, block_k: int, stages: int, warps: int) -> triton.Config:
+def _config(block_m: int, block_n: int, block_k: int, stages: int, warps: int, pre_hook=None) -> triton.Config:
     return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "GROUP_M": 8},
-                         num_stages=stages, num_warps=warps)
+                         num_stages=stages, num_warps=warps, pre_hook=pre_hook)
 
 
 # Hopper-sized tiles for 16-bit inputs (the small ones fill the chip at batch 1, where M is only 768
@@ -38,6 +38,15 @@ _CONFIGS = choose(_config(32, 32, 32, 1, 4), [
 ])
 
 
+@triton.jit
+def _tile_coordinates(tile, tiles_m, tiles_n, GROUP_M: tl.constexpr):
+    # Grouped order: GROUP_M row tiles share each weight column tile while it is in L2.
+    group = GROUP_M * tiles_n
+    first_m = (tile // group) * GROUP_M
+    group_rows = tl.minimum(tiles_m - first_m, GROUP_M)
+    return first_m + (tile % group) % group_rows, (tile % group) // group_rows
+
+
 def _is_fp32_config(config: triton.Config) -> bool:
     return config.kwargs["BLOCK_K"] == 32
 
@@ -49,15 +58,7 @@ def _is_fp32_config(config: triton.Config) -> bool:
 def _linear_kernel(x_ptr, w_ptr, b_ptr, res_ptr, out_ptr, M, N, K,
                    APPLY_GELU: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, EVEN_K: tl.constexpr):
-    # Grouped tile order: GROUP_M row tiles share each weight column tile while it is in L2.
-    pid = tl.program_id(0)
-    tiles_m = tl.cdiv(M, BLOCK_M)
-    tiles_n = tl.cdiv(N, BLOCK_N)
-    group = GROUP_M * tiles_n
-    first_m = (pid // group) * GROUP_M
-    group_rows = tl.minimum(tiles_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % group) % group_rows
-    pid_n = (pid % group) // group_rows
+    pid_m, pid_n = _tile_coordinates(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
 
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -88,15 +89,6 @@ def _linear_kernel(x_ptr, w_ptr, b_ptr, res_ptr, out_ptr, M, N, K,
     tl.store(out_ptr + offsets, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
-def _tile_coordinates(tile, tiles_m, tiles_n, GROUP_M: tl.constexpr):
-    # Grouped order: GROUP_M row tiles share each weight column tile while it is in L2.
-    group = GROUP_M * tiles_n
-    first_m = (tile // group) * GROUP_M
-    group_rows = tl.minimum(tiles_m - first_m, GROUP_M)
-    return first_m + (tile % group) % group_rows, (tile % group) // group_rows
-
-
 def _tma_config(block_m: int, block_n: int, block_k: int, stages: int, warps: int) -> triton.Config:
     def set_block_shapes(args):
         args["x_desc"].block_shape = [block_m, block_k]
@@ -105,8 +97,7 @@ def _tma_config(block_m: int, block_n: int, block_k: int, stages: int, warps: in
         if args["res_desc"] is not None:
             args["res_desc"].block_shape = [block_m, block_n // 2]
 
-    return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "GROUP_M": 8},
-                         num_stages=stages, num_warps=warps, pre_hook=set_block_shapes)
+    return _config(block_m, block_n, block_k, stages, warps, pre_hook=set_block_shapes)
 
 
 # Small tiles keep every SM busy at batch 1 (M = 768 tokens, N down to 768); large ones feed wgmma at batch >= 8.
