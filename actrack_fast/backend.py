@@ -139,16 +139,14 @@ def _triton_on_cuda(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
 
 
-# Measured on the H100 (benchmarks/NOTES.md, encoder section, version 2): for inference in 16 bits the fused
-# Triton blocks beat the cuBLAS/SDPA reference from batch 32 of B256 frames (24,576 token rows) and lose at
-# batch 8 and below; as a training step they are ~10x slower. Elsewhere ``auto`` keeps the reference, and
-# ``encoder_block=triton`` still selects them explicitly.
-TRITON_BLOCK_MIN_ROWS = 24_576
-
-
+# Measured on the H100 (benchmarks/NOTES.md, encoder section, version 3): for inference in 16 bits the Triton
+# path beats the cuBLAS/SDPA reference at every batch measured (1 to 64 B256 frames; below 32 frames it is cuBLAS
+# GEMMs with fused LayerNorm passes, see kernels/encoder_block.py); as a training step it is ~10x slower, and fp32
+# and pre-Hopper GPUs were not measured. There ``auto`` keeps the reference; ``encoder_block=triton`` still
+# selects it explicitly.
 def _triton_block_pays(device: torch.device, x: Optional[torch.Tensor]) -> bool:
-    return (x is not None and x.dim() == 3 and x.shape[0] * x.shape[1] >= TRITON_BLOCK_MIN_ROWS
-            and x.dtype in (torch.float16, torch.bfloat16) and not (torch.is_grad_enabled() and x.requires_grad)
+    return (x is not None and x.dim() == 3 and x.dtype in (torch.float16, torch.bfloat16)
+            and not (torch.is_grad_enabled() and x.requires_grad)
             and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9)
 
 

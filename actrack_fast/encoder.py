@@ -147,6 +147,10 @@ class VisionTransformer(nn.Module):
         ``injections`` maps a block index (as a string) to the projection added before that block.
         """
         x = self.embed(search, templates)
+        if not torch.compiler.is_compiling() and backend.select("encoder_block", x) == "triton":
+            from .fast_encoder import fused_blocks_forward  # imported on first use: loads Triton
+
+            return self.norm(fused_blocks_forward(self.blocks, x, additive, injections))
         for index, block in enumerate(self.blocks):
             injection = injections[str(index)] if injections is not None and str(index) in injections else None
             x = block(x, additive, injection)

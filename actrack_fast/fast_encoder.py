@@ -1,8 +1,8 @@
 """The encoder block on Triton kernels (``kernels.encoder_block``), a drop-in for ``encoder.Block``.
 
 ``Block.forward`` routes here when ``backend.select("encoder_block", x)`` picks ``triton``: when asked for,
-or by default for 16-bit inference batches large enough for it to win (``backend.TRITON_BLOCK_MIN_ROWS``, on
-Hopper or newer); :class:`FusedBlock` is the same module with the Triton path forced.
+or by default for 16-bit inference on Hopper or newer (``backend._triton_block_pays``); :class:`FusedBlock`
+is the same module with the Triton path forced.
 Both keep the reference block's parameters and state-dict keys.
 
 Training: the frozen encoder must pass gradients to the additive net (through ``additive`` and the
@@ -10,15 +10,19 @@ injection Linear). :class:`FusedBlockFunction` runs the forward on the Triton ke
 recomputes the block through the reference path (``Block.reference_forward``: PyTorch ops with SDPA)
 and differentiates that, so gradients are the reference's exactly, at the cost of a second forward.
 Under ``torch.compile`` the hook stays on the reference path: Inductor generates its own kernels.
+
+:func:`fused_blocks_forward` runs a whole stack of blocks (``VisionTransformer.forward`` calls it when the
+backend picks Triton) and, for small inference batches, every block's injection as one GEMM.
 """
 from __future__ import annotations
 
-from typing import Optional
+import weakref
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
-from kernels.encoder_block import BlockWeights, encoder_block
+from kernels.encoder_block import BlockWeights, encoder_block, encoder_stack, gemm_choice
 from kernels.tuning import INTERPRET
 
 from . import backend
@@ -49,11 +53,79 @@ def fused_block_forward(block: Block, x: torch.Tensor, additive: Optional[torch.
     """
     if additive is None or injection is None:
         additive = injection = None
+    additive = _as_autocast_would(additive, x)
     _check_inputs(block, x, additive, injection)
     params = _parameters(block, injection)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, additive, *params)):
         return FusedBlockFunction.apply(block, injection, x, additive, *params)
     return _run_kernels(block, x, additive, injection)
+
+
+# Every block's injection as one GEMM while its output (token rows x injected blocks x dim) stays this small, so
+# that it is still in L2 when the blocks read their slices; at B256, one frame is 14 MB (L256 38 MB), 8 frames
+# 113 MB. It replaces one launch per block, which dominates at small batches.
+BATCHED_INJECTION_MAX_BYTES = 48 << 20
+
+_stacked_injections: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def fused_blocks_forward(blocks: Sequence[Block], x: torch.Tensor, additive: Optional[torch.Tensor] = None,
+                         injections: Optional[nn.ModuleDict] = None) -> torch.Tensor:
+    """``x = block(x, additive, injections[str(i)])`` for each block i, on the Triton path; (B, N, C) -> (B, N, C).
+
+    ``injections`` maps a block index (as a string) to its projection; blocks without one get no injection.
+    For inference in the torch-GEMM form (``kernels.encoder_block.gemm_choice``) the blocks run as one
+    ``encoder_stack``, and below ``BATCHED_INJECTION_MAX_BYTES`` of projected features every injection runs
+    first as one GEMM against the stacked injection weights, kept between calls until a weight changes
+    (version counters; a CUDA graph captured before such a change keeps the old stack).
+    """
+    additive = _as_autocast_would(additive, x)
+    chosen = [injections[str(i)] if injections is not None and additive is not None and str(i) in injections
+              else None for i in range(len(blocks))]
+    for block, injection in zip(blocks, chosen):
+        _check_inputs(block, x, additive, injection)
+    rows, dim = x.shape[0] * x.shape[1], x.shape[2]
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in _all_parameters(blocks, chosen, x, additive))
+    if grad or gemm_choice(rows) != "torch":
+        for block, injection in zip(blocks, chosen):
+            x = fused_block_forward(block, x, additive, injection)
+        return x
+    injected = [linear for linear in chosen if linear is not None]
+    with torch.no_grad():
+        features = additive.reshape(rows, -1) if injected else None
+        if len(injected) > 1 and rows * dim * len(injected) * x.element_size() <= BATCHED_INJECTION_MAX_BYTES:
+            stacked = torch.mm(features, _stacked_weight(injections, injected).t())
+            parts = iter(stacked.split(dim, dim=1))
+            projected = [None if linear is None else next(parts) for linear in chosen]
+        else:
+            projected = [None if linear is None else torch.mm(features, linear.weight.t()) for linear in chosen]
+        return encoder_stack(x.contiguous(), [block_weights(block) for block in blocks], projected,
+                             [None if linear is None else linear.bias for linear in chosen])
+
+
+def _as_autocast_would(additive: Optional[torch.Tensor], x: torch.Tensor) -> Optional[torch.Tensor]:
+    """Under autocast the reference's injection Linear casts its input to the autocast dtype: so do we."""
+    if additive is not None and torch.is_autocast_enabled(x.device.type) and additive.dtype != x.dtype \
+            and additive.dtype in DTYPES and x.dtype == torch.get_autocast_dtype(x.device.type):
+        return additive.to(x.dtype)
+    return additive
+
+
+def _all_parameters(blocks: Sequence[Block], injections: Sequence[Optional[nn.Linear]], *tensors):
+    yield from (t for t in tensors if t is not None)
+    for block, injection in zip(blocks, injections):
+        yield from _parameters(block, injection)
+
+
+def _stacked_weight(owner: nn.Module, linears: Sequence[nn.Linear]) -> torch.Tensor:
+    """The injection weights stacked along the output dim, (len * C, C_a), rebuilt when one of them changes."""
+    key = tuple((linear.weight.data_ptr(), linear.weight._version, linear.weight.dtype) for linear in linears)
+    cached = _stacked_injections.get(owner)
+    if cached is None or cached[0] != key:
+        with torch.no_grad():
+            cached = (key, torch.cat([linear.weight for linear in linears]))
+        _stacked_injections[owner] = cached
+    return cached[1]
 
 
 class FusedBlock(Block):
@@ -122,7 +194,14 @@ def _check_inputs(block: Block, x: torch.Tensor, additive: Optional[torch.Tensor
         raise ValueError(f"x must have {dim} channels (the block's dim), got shape {tuple(x.shape)}")
     if head_dim < 16 or head_dim & (head_dim - 1):
         raise ValueError(f"the Triton encoder block needs a power-of-two head dim >= 16, got {head_dim}")
-    _check_like("block parameters", block.parameters(), x)
+    # LayerNorm parameters may stay fp32 next to 16-bit weights, as in a model prepared for autocast (the
+    # kernels compute the norms in fp32 either way).
+    norms = [*block.norm1.parameters(), *block.norm2.parameters()]
+    _check_like("block parameters", [p for p in block.parameters() if all(p is not n for n in norms)], x)
+    for norm in norms:
+        if norm.dtype not in (x.dtype, torch.float32) or norm.device != x.device:
+            raise TypeError(f"LayerNorm parameters ({norm.dtype}, {norm.device}) must be float32 or match x "
+                            f"({x.dtype}, {x.device})")
     if injection is None:
         return
     if not isinstance(injection, nn.Linear) or injection.bias is None or injection.out_features != dim:

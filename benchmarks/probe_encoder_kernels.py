@@ -1,5 +1,5 @@
 """Kernel count, GPU busy time and graph replay time of one bf16 B256 encode (additive net + 12 blocks), per
-batch, with the reference blocks and with the fused Triton ones; the per-kernel table for one frame.
+batch, with the reference blocks and with the Triton path; the per-kernel tables for one frame.
 
 Busy time close to the replay time means the encode is bound by its kernels' own work, not by launch gaps.
 Run on a GPU: ``python benchmarks/probe_encoder_kernels.py``.
@@ -48,7 +48,7 @@ def main() -> None:
                 busy = sum(e.device_time for e in kernels) / 1e3
                 print(f"batch {batch}, {blocks} blocks: {len(kernels)} kernels, busy {busy:.3f} ms, "
                       f"graph replay {statistics.median(times[10:]):.3f} ms")
-                if batch == 1 and blocks == "reference":
+                if batch == 1:
                     print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=14,
                                                     max_name_column_width=60))
                 del graph

@@ -1,9 +1,14 @@
-"""LayerNorm over the rows of the residual stream, fp32 statistics, one read and one write per element.
+"""LayerNorm over the rows of the residual stream, optionally fused with the residual additions before it.
 
+``add_layernorm`` computes s = x + residual + residual_bias + pending_bias (the last one a bias that the GEMM
+before left out so that it could accumulate into the stream), writes the stream s and LN(s); ``layernorm`` is
+the plain case. One read of each input and one write of each output per element; fp32 statistics.
 Each program holds whole rows in registers (BLOCK_D = next power of two of the width), so the mean and
 variance are exact two-pass ones without a second trip to memory.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 import triton
@@ -19,15 +24,27 @@ def _config(block_m: int, warps: int) -> triton.Config:
 _CONFIGS = choose(_config(4, 4), [_config(4, 4), _config(8, 8), _config(16, 8)])
 
 
-@triton.autotune(configs=_CONFIGS, key=["M", "D"], do_bench=quick_bench)
+@triton.autotune(configs=_CONFIGS, key=["M", "D", "HAS_RESIDUAL", "STORE_STREAM"], do_bench=quick_bench)
 @triton.jit
-def _layernorm_kernel(x_ptr, w_ptr, b_ptr, y_ptr, M, D, eps, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr):
+def _layernorm_kernel(x_ptr, residual_ptr, residual_stride, residual_bias_ptr, pending_bias_ptr, w_ptr, b_ptr,
+                      stream_ptr, y_ptr, M, D, eps, HAS_RESIDUAL: tl.constexpr, HAS_RESIDUAL_BIAS: tl.constexpr,
+                      HAS_PENDING_BIAS: tl.constexpr, STORE_STREAM: tl.constexpr, BLOCK_D: tl.constexpr,
+                      BLOCK_M: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_D)
     col_ok = cols < D
     mask = (rows < M)[:, None] & col_ok[None, :]
     offsets = rows.to(tl.int64)[:, None] * D + cols[None, :]
     x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    if HAS_RESIDUAL:
+        x += tl.load(residual_ptr + rows.to(tl.int64)[:, None] * residual_stride + cols[None, :], mask=mask,
+                     other=0.0).to(tl.float32)
+    if HAS_RESIDUAL_BIAS:
+        x += tl.load(residual_bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    if HAS_PENDING_BIAS:
+        x += tl.load(pending_bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    if STORE_STREAM:
+        tl.store(stream_ptr + offsets, x.to(stream_ptr.dtype.element_ty), mask=mask)
     mean = tl.sum(x, axis=1) / D
     centred = tl.where(col_ok[None, :], x - mean[:, None], 0.0)
     rstd = 1.0 / tl.sqrt(tl.sum(centred * centred, axis=1) / D + eps)
@@ -37,16 +54,47 @@ def _layernorm_kernel(x_ptr, w_ptr, b_ptr, y_ptr, M, D, eps, BLOCK_D: tl.constex
     tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
-def layernorm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
-    """LayerNorm of each row: x (M, D), weight and bias (D,) -> (M, D) in x's dtype.
-
-    Inputs must be contiguous, of one dtype and on one device (the caller validates).
-    """
+def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
+            residual: Optional[torch.Tensor], residual_bias: Optional[torch.Tensor],
+            pending_bias: Optional[torch.Tensor], stream: Optional[torch.Tensor]) -> torch.Tensor:
     M, D = x.shape
     y = torch.empty_like(x)
 
     def grid(meta):
         return (triton.cdiv(M, meta["BLOCK_M"]),)
 
-    _layernorm_kernel[grid](x, weight, bias, y, M, D, eps, BLOCK_D=triton.next_power_of_2(D))
+    # Absent operands are passed as x: never read (their constexpr flag is off), and no None pointers.
+    _layernorm_kernel[grid](
+        x, x if residual is None else residual, D if residual is None else residual.stride(0),
+        x if residual_bias is None else residual_bias, x if pending_bias is None else pending_bias, weight, bias,
+        x if stream is None else stream, y, M, D, eps,
+        HAS_RESIDUAL=residual is not None, HAS_RESIDUAL_BIAS=residual_bias is not None,
+        HAS_PENDING_BIAS=pending_bias is not None, STORE_STREAM=stream is not None,
+        BLOCK_D=triton.next_power_of_2(D))
     return y
+
+
+def layernorm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """LayerNorm of each row: x (M, D), weight and bias (D,) -> (M, D) in x's dtype.
+
+    Inputs must be contiguous, of one dtype and on one device (the caller validates).
+    """
+    return _launch(x, weight, bias, eps, None, None, None, None)
+
+
+def add_layernorm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, *,
+                  residual: Optional[torch.Tensor] = None, residual_bias: Optional[torch.Tensor] = None,
+                  pending_bias: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(s, LN(s)) with s = x + residual + residual_bias + pending_bias, both (M, D) in x's dtype.
+
+    The sum is formed in fp32 and rounded once. ``residual`` (M, D) may be a column slice of a wider matrix
+    (unit column stride, any row stride); the biases are (D,) vectors; absent terms count as zero. Both
+    outputs are new tensors: the autotuner re-runs the kernel, so it must not write over its inputs. Inputs
+    must be on one device, x contiguous; LayerNorm parameters may be fp32 next to 16-bit x (the caller
+    validates).
+    """
+    if residual is not None and (residual.shape != x.shape or residual.stride(1) != 1):
+        raise ValueError(f"residual must be ({x.shape[0]}, {x.shape[1]}) with unit column stride, got shape "
+                         f"{tuple(residual.shape)} and strides {residual.stride()}")
+    stream = torch.empty_like(x)
+    return stream, _launch(x, weight, bias, eps, residual, residual_bias, pending_bias, stream)

@@ -19,7 +19,8 @@ from actrack_fast.encoder import LAYER_NORM_EPS, Block, VisionTransformer
 from actrack_fast.config import get_config
 from kernels.attention import attention
 from kernels.fused_linear import fused_linear, linear_pointer, linear_tma, uses_tma
-from kernels.layernorm import layernorm
+from kernels.encoder_block import encoder_block
+from kernels.layernorm import add_layernorm, layernorm
 
 CPU_DTYPES = [torch.float32, torch.float16]
 # Tiny shapes are for the interpreter; on a GPU the real-shape tests below cover the kernels (and tiny
@@ -167,22 +168,129 @@ def test_layernorm(dtype, M, D):
     assert rel_err(layernorm(x, gamma, beta, LAYER_NORM_EPS), ref) < cpu_tol(dtype)
 
 
+@pytest.mark.interpreter
+@pytest.mark.parametrize("dtype", CPU_DTYPES)
+def test_add_layernorm(dtype):
+    """s = x + residual + residual_bias + pending_bias, the residual a column slice; the stream s and LN(s)."""
+    M, D = 19, 48
+    x = (torch.randn(M, D, device=device()) * 3 + 1).to(dtype)
+    wide = torch.randn(M, 3 * D, device=device()).to(dtype)
+    residual = wide[:, D:2 * D]
+    residual_bias, pending_bias, gamma, beta = (torch.randn(D, device=device()).to(dtype) for _ in range(4))
+    s = x.double() + residual.double() + residual_bias.double() + pending_bias.double()
+    ref = F.layer_norm(s, (D,), gamma.double(), beta.double(), LAYER_NORM_EPS)
+    x_before = x.clone()
+    stream, normed = add_layernorm(x, gamma, beta, LAYER_NORM_EPS, residual=residual, residual_bias=residual_bias,
+                                   pending_bias=pending_bias)
+    assert rel_err(normed, ref) < cpu_tol(dtype)
+    assert rel_err(stream, s) < cpu_tol(dtype)
+    assert torch.equal(x, x_before)
+    with pytest.raises(ValueError, match="unit column stride"):
+        add_layernorm(x, gamma, beta, LAYER_NORM_EPS, residual=wide[:, ::3])
+
+
 # --- the block and the module around it --------------------------------------------------------------
 
 @pytest.mark.interpreter
 @pytest.mark.parametrize("dtype", CPU_DTYPES)
-@pytest.mark.parametrize("tokens,injected", [(20, True), (37, True), (29, False)])
+@pytest.mark.parametrize("tokens,injected", [(20, "additive"), (37, "additive"), (21, "projected"), (29, None)])
+@pytest.mark.parametrize("gemms", ["triton", "torch"])
 @torch.no_grad()
-def test_block_matches_reference(dtype, tokens, injected):
+def test_block_matches_reference(dtype, tokens, injected, gemms):
+    """Both forms of the block (fused-epilogue Triton GEMMs; torch GEMMs with fused LayerNorm passes), the
+    injection given as features or already projected."""
     block, injection = make_block(64, 2, 16, dtype)
     x = torch.randn(2, tokens, 64, device=device()).to(dtype)
     additive = torch.randn(2, tokens, 16, device=device()).to(dtype) if injected else None
     ref_block = copy.deepcopy(block).double()
     ref = ref_block.reference_forward(x.double(), None if additive is None else additive.double(),
                                       copy.deepcopy(injection).double())
-    out = fast_encoder.fused_block_forward(block, x, additive, injection)
+    x_before = x.clone()
+    weights = fast_encoder.block_weights(block)
+    if injected == "projected":
+        projected = additive.reshape(-1, 16) @ injection.weight.t()
+        out = encoder_block(x, weights, projected=projected, injection_bias=injection.bias, gemms=gemms)
+    elif injected:
+        out = encoder_block(x, weights, additive, injection.weight, injection.bias, gemms=gemms)
+    else:
+        out = encoder_block(x, weights, gemms=gemms)
     assert out.dtype == dtype
     assert rel_err(out, ref) < cpu_tol(dtype)
+    assert torch.equal(x, x_before)
+    with pytest.raises(ValueError, match="gemms"):
+        encoder_block(x, weights, gemms="cublas")
+
+
+@pytest.mark.interpreter
+@torch.no_grad()
+def test_stack_under_autocast_casts_the_additive_features_as_the_reference_does(triton_on_cpu):
+    """A tracker's 16-bit mode: autocast over a model whose Linear weights are 16-bit and LayerNorms fp32, the
+    additive features arriving in fp32."""
+    config = get_config("tiny", embed_dim=64, num_heads=2, depth=2, search_size=64, template_size=48,
+                        additive_dim=16, hidden_dim=32, dec_heads=2, dec_ffn_dim=64)
+    model = randomize(build_model(config)).to(device()).eval()
+    vit = model.encoder.body
+    for block in vit.blocks:
+        for linear in (block.attn.qkv, block.attn.proj, block.mlp.fc1, block.mlp.fc2):
+            linear.half()
+    model.additive.injections.half()
+    x = torch.randn(2, config.num_tokens, 64, device=device())
+    additive = torch.randn(2, config.num_tokens, 16, device=device())
+    with torch.autocast(device().type, dtype=torch.float16):
+        out = fast_encoder.fused_blocks_forward(vit.blocks, x.half(), additive, model.additive.injections)
+    reference = x.double()
+    for i, block in enumerate(vit.blocks):
+        reference = copy.deepcopy(block).double().reference_forward(
+            reference, additive.double(), copy.deepcopy(model.additive.injections[str(i)]).double())
+    assert out.dtype == torch.float16
+    assert rel_err(out, reference) < cpu_tol(torch.float16)
+
+
+@pytest.mark.interpreter
+@torch.no_grad()
+def test_block_with_fp32_norms_next_to_16_bit_weights():
+    """A model prepared for autocast keeps LayerNorms in fp32 (``frame_step.precast_copy``): accepted."""
+    block, injection = make_block(64, 2, 16, torch.float32)
+    x, additive = torch.randn(2, 20, 64, device=device()), torch.randn(2, 20, 16, device=device())
+    ref = copy.deepcopy(block).double().reference_forward(x.double(), additive.double(),
+                                                          copy.deepcopy(injection).double())
+    mixed = copy.deepcopy(block).half()
+    mixed.norm1.float()
+    mixed.norm2.float()
+    out = fast_encoder.fused_block_forward(mixed, x.half(), additive.half(), injection.half())
+    assert out.dtype == torch.float16
+    assert rel_err(out, ref) < cpu_tol(torch.float16)
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("dtype", CPU_DTYPES)
+@pytest.mark.parametrize("batched", [True, False])
+@torch.no_grad()
+def test_stack_matches_the_reference_blocks(dtype, batched, monkeypatch):
+    """fused_blocks_forward: blocks 0 and 2 injected, block 1 not; the injections as one GEMM (batched) or
+    one per block, each fc2 bias added by the next block's first kernel; the stacked weights rebuilt after an
+    in-place change."""
+    if not batched:
+        monkeypatch.setattr(fast_encoder, "BATCHED_INJECTION_MAX_BYTES", 0)
+    pairs = [make_block(64, 2, 16, dtype) for _ in range(3)]
+    blocks = [block for block, _ in pairs]
+    injections = torch.nn.ModuleDict({"0": pairs[0][1], "2": pairs[2][1]})
+    x = torch.randn(2, 20, 64, device=device()).to(dtype)
+    additive = torch.randn(2, 20, 16, device=device()).to(dtype)
+
+    def reference():
+        out = x.double()
+        for i, block in enumerate(blocks):
+            linear = copy.deepcopy(injections[str(i)]).double() if str(i) in injections else None
+            out = copy.deepcopy(block).double().reference_forward(out, additive.double(), linear)
+        return out
+
+    fast_encoder._stacked_injections.pop(injections, None)
+    out = fast_encoder.fused_blocks_forward(blocks, x, additive, injections)
+    assert (injections in fast_encoder._stacked_injections) == batched
+    assert rel_err(out, reference()) < cpu_tol(dtype)
+    injections["2"].weight.mul_(-2.0)
+    assert rel_err(fast_encoder.fused_blocks_forward(blocks, x, additive, injections), reference()) < cpu_tol(dtype)
 
 
 @pytest.mark.interpreter
@@ -279,6 +387,10 @@ def test_bad_inputs_are_named(monkeypatch):
         run(block, x.half(), additive.half(), injection.half())
     with pytest.raises(ValueError, match="head dim"):
         run(Block(48, 2, 4.0).to(device()), torch.randn(1, 20, 48, device=device()))
+    half = copy.deepcopy(block).half()
+    half.norm2.double()
+    with pytest.raises(TypeError, match="LayerNorm parameters"):
+        run(half, x.half(), additive.half(), injection.half())
     monkeypatch.setattr(fast_encoder, "INTERPRET", False)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA tensor"):
@@ -323,20 +435,22 @@ def test_kernels_on_gpu(dtype, dim, heads, additive_dim, tokens, log_error):
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", GPU_DTYPES)
 @pytest.mark.parametrize("dim,heads,additive_dim,tokens", BLOCK_SHAPES)
+@pytest.mark.parametrize("gemms", ["triton", "torch"])
 @torch.no_grad()
-def test_block_on_gpu(dtype, dim, heads, additive_dim, tokens, log_error):
+def test_block_on_gpu(dtype, dim, heads, additive_dim, tokens, gemms, log_error):
     block, injection = make_block(dim, heads, additive_dim, torch.float64, torch.device("cuda"))
     x = torch.randn(2, tokens, dim, device="cuda", dtype=torch.float64)
     additive = torch.randn(2, tokens, additive_dim, device="cuda", dtype=torch.float64)
     ref = block.reference_forward(x, additive, injection)
     x, additive = x.to(dtype), additive.to(dtype)
     block, injection = block.to(dtype), injection.to(dtype)
-    out = fast_encoder.fused_block_forward(block, x, additive, injection)
+    out = encoder_block(x, fast_encoder.block_weights(block), additive, injection.weight, injection.bias,
+                        gemms=gemms)
     err = rel_err(out, ref)
     # The same dtype through PyTorch, for scale: the fused path should be no less accurate.
     torch_err = rel_err(block.reference_forward(x, additive, injection), ref)
     update_err = rel_err(out.double() - x.double(), ref - x.double())
-    log_error(dtype=str(dtype), block=err, block_update=update_err, pytorch_same_dtype=torch_err)
+    log_error(dtype=str(dtype), gemms=gemms, block=err, block_update=update_err, pytorch_same_dtype=torch_err)
     assert err < gpu_tol(dtype)
 
 
