@@ -67,8 +67,9 @@ for _ in range(2):
     step()
 torch.cuda.synchronize()
 EOF
-    # 34 phase launches per decode: skip the first decode and the second's memory projection.
-    timeout "${NCU_LIMIT:-120}" ncu --kernel-name _decode_kernel --launch-skip 35 --launch-count 8 \
+    # 33 phase launches per decode (the memory projection is cuBLAS, not _decode_kernel): skip the first
+    # decode, profile the second one's step 0.
+    timeout "${NCU_LIMIT:-120}" ncu --kernel-name _decode_kernel --launch-skip 33 --launch-count 8 \
         --section SpeedOfLight --section WarpStateStats --section SchedulerStats python3 "$SMOKE.ncu.py" \
         > "$OUT/decode_ncu.log" 2>&1
     grep -E "Duration|Memory Throughput|stalled|Warp Cycles Per Issued|No Eligible" "$OUT/decode_ncu.log" | head -60

@@ -4,36 +4,50 @@ One kernel, ``_decode_kernel``, runs the whole 4-token decode of a batch as a se
 is a set of independent work units spread over the programs, and every phase needs all results of the one
 before it (a full row of the residual stream, for a LayerNorm). ``persistent=True`` runs every phase in
 one launch with a grid-wide barrier between phases (one program per SM, all resident); otherwise each phase
-is its own launch of the same kernel, the launch boundary being the barrier. Per step and layer:
+is its own launch of the same kernel, the launch boundary being the barrier. Phases are numbered from 0
+(:func:`phase_count`); per step and layer:
 
 1. self-attention: unit (row tile, head). LayerNorm of the previous layer's residual sum (or the token
    embedding), q/k/v of the head, append k/v to the cache, attend over the cached prefix, and the head's
    share of the output projection, written as a partial sum (``part``);
 2. cross-attention: unit (row tile, head). Residual + partials + norm1, the head's query, attention over the
-   memory keys/values, the head's share of the output projection;
+   memory keys/values, the head's share of the output projection (absorbed form: three phases, below);
 3. feed-forward: unit (row tile, FFN chunk). Residual + partials + norm2, a chunk of linear1 + ReLU and its
    share of linear2.
 
 then two vocabulary phases (units: (sample tile, hidden chunk) for the first two MLP layers, (sample tile,
 vocabulary chunk) for the logits with per-chunk softmax/argmax statistics); the next step's first phase
-combines those statistics into the chosen token. The output projections are split by *input* columns, so
-each unit writes a partial sum that the next phase adds up while it loads the rows for its LayerNorm: no
-phase waits for a reduction of its own.
+combines those statistics into the chosen token, and one last phase picks the fourth. The output
+projections are split by *input* columns, so each unit writes a partial sum that the next phase adds up
+while it loads the rows for its LayerNorm: no phase waits for a reduction of its own.
 
-Cross-attention memory. ``cross="cached"`` projects the memory once per frame (keys from memory + memory
-positions, values from memory, every layer: one phase before the first step) and attends over those per
-head. ``cross="absorbed"`` never projects the memory: a head's score q·(W_k (m + p) + b_k) equals
-(W_kᵀ q)·(m + p) plus a per-query constant that the softmax cancels, and its output W_v (Σ a m) + b_v; so
-each (sample, memory chunk) unit scores all heads against the raw memory, and a third unit set applies W_v
-and the output projection. The cached form moves less per step (B = 1 latency); the absorbed form does
-(heads / queries) x fewer FLOPs per frame and re-reads one memory tensor shared by both layers instead of
-two layers' keys and values (large batches). See benchmarks/NOTES.md.
+Cross-attention memory. ``cross="cached"`` projects the memory once per frame, before the kernel, with
+cuBLAS float32 GEMMs on the host's stream (:func:`project_memory`: keys from memory + memory positions,
+values from memory, every layer at once into one (B, M, 2, L, D) buffer; TF32 off whatever the caller's
+setting), and attends over those per head, reading the GEMM's output in place. ``cross="absorbed"`` never
+projects the memory: a head's score q·(W_k (m + p) + b_k) equals (W_kᵀ q)·(m + p) plus a per-query constant
+that the softmax cancels, and its output W_v (Σ a m) + b_v; so each (sample, memory chunk) unit scores all
+heads against the raw memory, and a third unit set applies W_v and the output projection. The cached form
+moves less per step (B = 1 latency); the absorbed form does (heads / queries) x fewer FLOPs per frame and
+re-reads one memory tensor shared by both layers instead of two layers' keys and values (large batches).
+The weight pack stacks every layer's cross-attention key and value projections in one block for the GEMM
+(:func:`pack_layout`). See benchmarks/NOTES.md.
+
+Code size. Every phase is inlined into the one kernel and runs its code once per unit, so straight-line
+code is fetched cold from L2 (B = 1 phases spend much of their time waiting for instruction fetches): loops
+stay rolled unless the unroll buys memory-level parallelism (the partial sums of a single row), tl.dot
+K-loops are pipelined two stages deep (ptxas unrolls a three-stage one), GEMV tiles multiply the weights by
+a 1-D vector (a 2-D row has Triton move the whole weight tile through shared memory), below 16 rows only
+the valid rows (a prefix of the tile) are computed, and GEMV-tile LayerNorms take both statistics from one
+float64 reduction.
 
 Precision: float32 throughout; matrix products use ``tl.dot(..., input_precision="ieee")`` (full float32
 FMA; Triton's GPU default for float32 is tf32) on tiles of >= 16 rows and broadcast-multiply-sum below.
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
 import os
 from dataclasses import dataclass
@@ -73,21 +87,24 @@ def _prefetch(w_ptr, row_stride, n_limit, N: tl.constexpr, K: tl.constexpr, ROWS
 
 
 @triton.jit
-def _linear(x, w_tile, scr_ptr, w_ptr, row_stride, n_limit, K: tl.constexpr, N: tl.constexpr,
+def _linear(x, valid, w_tile, scr_ptr, w_ptr, row_stride, n_limit, K: tl.constexpr, N: tl.constexpr,
             ROWS: tl.constexpr, KC: tl.constexpr, COL_STRIDE: tl.constexpr = 1):
     """x (ROWS, K) times the (N, K) weight block -> (ROWS, N), in float32.
 
     Below 16 rows (tl.dot's minimum) each row is a GEMV against the prefetched tile ``w_tile`` in its
-    coalesced load layout, all in registers. From 16 rows, x goes through the program's scratch (tl.dot
-    operands cannot be sliced in registers) and the block streams in KC-wide chunks: unrolled when it is
-    small, so that every chunk's load is in flight at once."""
+    coalesced load layout, all in registers, one valid row after another (below 16 rows the valid rows of a
+    tile are a prefix: one sample's rows, or one row per sample); the other rows come out as zeros. From 16
+    rows, x goes through the program's scratch (tl.dot operands cannot be sliced in registers) and the
+    block streams in KC-wide chunks."""
     rows = tl.arange(0, ROWS)
     if ROWS < 16:
         if ROWS == 1:
-            acc = tl.sum(w_tile * x, axis=1)[None, :]
+            # Through a 1-D vector: multiplying by the (1, K) row directly makes Triton convert the whole
+            # weight tile to the row's layout (through shared memory) instead of the K-vector to the tile's.
+            acc = tl.sum(w_tile * tl.reshape(x, (K,))[None, :], axis=1)[None, :]
         else:
             acc = tl.zeros((ROWS, N), dtype=tl.float32)
-            for r in tl.static_range(ROWS):
+            for r in range(tl.sum(valid.to(tl.int32), axis=0)):
                 y = tl.sum(w_tile * _row(x, r, ROWS)[None, :], axis=1)
                 acc += tl.where(rows[:, None] == r, y[None, :], 0.0)
     else:
@@ -97,18 +114,14 @@ def _linear(x, w_tile, scr_ptr, w_ptr, row_stride, n_limit, K: tl.constexpr, N: 
         outs = tl.arange(0, N)
         ks = tl.arange(0, KC)
         acc = tl.zeros((ROWS, N), dtype=tl.float32)
-        if N * K <= 8192:
-            for k0 in tl.static_range(0, K, KC):
-                a = tl.load(scr_ptr + rows[:, None] * K + (k0 + ks)[None, :])
-                w = tl.load(w_ptr + outs[:, None] * row_stride + (k0 + ks)[None, :] * COL_STRIDE,
-                            mask=(outs < n_limit)[:, None], other=0.0)
-                acc += tl.dot(a, tl.trans(w), input_precision="ieee")
-        else:  # unrolled, a large block's chunks would all be live at once and spill
-            for k0 in range(0, K, KC):
-                a = tl.load(scr_ptr + rows[:, None] * K + (k0 + ks)[None, :])
-                w = tl.load(w_ptr + outs[:, None] * row_stride + (k0 + ks)[None, :] * COL_STRIDE,
-                            mask=(outs < n_limit)[:, None], other=0.0)
-                acc += tl.dot(a, tl.trans(w), input_precision="ieee")
+        # Rolled: unrolled, each chunk's code is fetched cold once per phase and a large block's chunks are
+        # all live at once. Two stages keep the next chunk's load in flight; with three, ptxas unrolls the
+        # pipelined loop again.
+        for k0 in tl.range(0, K, KC, num_stages=2):
+            a = tl.load(scr_ptr + rows[:, None] * K + (k0 + ks)[None, :])
+            w = tl.load(w_ptr + outs[:, None] * row_stride + (k0 + ks)[None, :] * COL_STRIDE,
+                        mask=(outs < n_limit)[:, None], other=0.0)
+            acc += tl.dot(a, tl.trans(w), input_precision="ieee")
     return acc
 
 
@@ -136,11 +149,26 @@ def _scalar(x, r, ROWS: tl.constexpr):
 
 
 @triton.jit
+def _add_pairs(a0, a1, b0, b1):
+    return a0 + b0, a1 + b1
+
+
+@triton.jit
 def _layer_norm(x, w_ptr, b_ptr, D: tl.constexpr):
+    """LayerNorm of each row of x (ROWS, D). GEMV tiles (< 16 rows, latency-bound) take both statistics from
+    one reduction instead of two dependent ones (each a cross-warp round trip); in float64, where var =
+    E[x²] - mean² loses nothing to cancellation that matters (a float32 square is exact in float64). Larger
+    tiles hold many values per thread, whose float64 conversions would cost more than the second pass."""
     cols = tl.arange(0, D)
-    mean = tl.sum(x, axis=1) / D
-    centred = x - mean[:, None]
-    var = tl.sum(centred * centred, axis=1) / D
+    if x.shape[0] < 16:
+        wide = x.to(tl.float64)
+        total, squares = tl.reduce((wide, wide * wide), 1, _add_pairs)
+        mean = total * (1.0 / D)
+        var = (squares * (1.0 / D) - mean * mean).to(tl.float32)
+        centred = x - mean.to(tl.float32)[:, None]
+    else:
+        centred = x - (tl.sum(x, axis=1) / D)[:, None]
+        var = tl.sum(centred * centred, axis=1) / D
     scale = 1.0 / tl.sqrt(var + LN_EPS)
     return centred * scale[:, None] * tl.load(w_ptr + cols)[None, :] + tl.load(b_ptr + cols)[None, :]
 
@@ -181,11 +209,22 @@ def _row_offsets(b, q, QMAX: tl.constexpr):
 def _sum_parts(part_ptr, row, valid, NPARTS: tl.constexpr, NPART: tl.constexpr, D: tl.constexpr):
     """Sum of the NPARTS partial results the previous phase wrote for each row: (ROWS, D)."""
     cols = tl.arange(0, D)
-    x = tl.load(part_ptr + (row * NPART)[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0,
-                cache_modifier=".cg")
-    for j in tl.static_range(1, NPARTS):
-        x += tl.load(part_ptr + (row * NPART + j)[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0,
-                     cache_modifier=".cg")
+    if row.shape[0] == 1:
+        # One load and one add per part (the part's offset is an immediate), all loads in flight at once.
+        x = tl.load(part_ptr + (row * NPART)[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0,
+                    cache_modifier=".cg")
+        for j in tl.static_range(1, NPARTS):
+            x += tl.load(part_ptr + (row * NPART + j)[:, None] * D + cols[None, :], mask=valid[:, None],
+                         other=0.0, cache_modifier=".cg")
+    else:
+        # Several registers per thread per part: unrolled over every part, the code grows with the row
+        # count; PU parts per iteration keep PU x ROWS x D / threads loads in flight.
+        PU: tl.constexpr = min(4, NPARTS)
+        x = tl.zeros((row.shape[0], D), tl.float32)
+        for j0 in tl.range(0, NPARTS, PU, num_stages=1):
+            for j in tl.static_range(PU):
+                x += tl.load(part_ptr + (row * NPART + j0 + j)[:, None] * D + cols[None, :],
+                             mask=(valid & (j0 + j < NPARTS))[:, None], other=0.0, cache_modifier=".cg")
     return x
 
 
@@ -241,42 +280,6 @@ def _grid_barrier(sync_ptr, target):
 # Phases
 # ------------------------------------------------------------------------------------------------------
 @triton.jit
-def _project_memory_phase(pid, nprog, B, M, mem_ptr, mpos_ptr, mpos_bstride, cross_w_ptr, cross_b_ptr,
-                          kv_cross_ptr, LAYER_SIZE: tl.constexpr, L: tl.constexpr, D: tl.constexpr,
-                          H: tl.constexpr, PR: tl.constexpr, PN: tl.constexpr, KC: tl.constexpr):
-    """Cross-attention keys ((memory + positions) W_kᵀ + b_k) and values (memory W_vᵀ + b_v) of every layer,
-    stored per head: kv_cross[l, 0 or 1, b, h, m, :]. Unit: (sample, memory tile, output column tile)."""
-    DH: tl.constexpr = D // H
-    m_tiles = tl.cdiv(M, PR)
-    n_tiles: tl.constexpr = L * 2 * D // PN
-    rows = tl.arange(0, PR)
-    outs = tl.arange(0, PN)
-    ks = tl.arange(0, KC)
-    for u in range(pid, B * m_tiles * n_tiles, nprog):
-        b = (u // (m_tiles * n_tiles)).to(tl.int64)
-        m = (u // n_tiles) % m_tiles * PR + rows
-        col = u % n_tiles * PN  # column of the (L, 2, D) stacked key/value outputs
-        layer = col // (2 * D)
-        is_value = (col // D) % 2
-        n = col % D + outs
-        w_rows = cross_w_ptr + layer * LAYER_SIZE + ((1 + is_value) * D + n) * D
-        m_valid = (m < M)[:, None]
-        acc = tl.zeros((PR, PN), dtype=tl.float32)
-        for k0 in range(0, D, KC):
-            a = tl.load(mem_ptr + (b * M + m)[:, None] * D + (k0 + ks)[None, :], mask=m_valid, other=0.0)
-            pos = tl.load(mpos_ptr + b * mpos_bstride + m[:, None] * D + (k0 + ks)[None, :], mask=m_valid,
-                          other=0.0)
-            a += pos * (1 - is_value)
-            w = tl.load(w_rows[:, None] + (k0 + ks)[None, :])
-            acc += tl.dot(a, tl.trans(w), input_precision="ieee")
-        acc += tl.load(cross_b_ptr + layer * LAYER_SIZE + (1 + is_value) * D + n)[None, :]
-        head = n // DH
-        dst = kv_cross_ptr + ((((layer * 2 + is_value) * B + b) * H + head[None, :]) * M + m[:, None]) * DH \
-            + (n % DH)[None, :]
-        tl.store(dst, acc, mask=m_valid)
-
-
-@triton.jit
 def _self_attention_phase(pid, nprog, s, layer, B, NPRE, prefix_ptr, emb_ptr, qpos_ptr, stats_ptr, NVC,
                           tokens_ptr, probs_ptr, lw_ptr, prev_lw_ptr, gw_ptr, act_ptr, part_in, part_out,
                           kv_self_ptr, scr_ptr,
@@ -329,9 +332,10 @@ def _self_attention_phase(pid, nprog, s, layer, B, NPRE, prefix_ptr, emb_ptr, qp
             tl.store(act_ptr + row[:, None] * D + cols[None, :], x, mask=valid[:, None])
         xq = x + tl.load(qpos_ptr + pos[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0)
         bias = lw_ptr + LO_SELF_B + h * DH + dcols
-        qh = _linear(xq, wq, scr_ptr, w_qkv, D, DH, D, DH, ROWS, KC_HEAD) + tl.load(bias)[None, :]
-        kh = _linear(xq, wk, scr_ptr, w_qkv + D * D, D, DH, D, DH, ROWS, KC_HEAD) + tl.load(bias + D)[None, :]
-        vh = _linear(x, wv, scr_ptr, w_qkv + 2 * D * D, D, DH, D, DH, ROWS, KC_HEAD) + tl.load(bias + 2 * D)[None, :]
+        qh = _linear(xq, valid, wq, scr_ptr, w_qkv, D, DH, D, DH, ROWS, KC_HEAD) + tl.load(bias)[None, :]
+        kh = _linear(xq, valid, wk, scr_ptr, w_qkv + D * D, D, DH, D, DH, ROWS, KC_HEAD) + tl.load(bias + D)[None, :]
+        vh = _linear(x, valid, wv, scr_ptr, w_qkv + 2 * D * D, D, DH, D, DH, ROWS, KC_HEAD) \
+            + tl.load(bias + 2 * D)[None, :]
         wo = _prefetch(w_out, D, D, D, DH, ROWS)
         tl.store((cache + pos * DH)[:, None] + dcols[None, :], kh, mask=valid[:, None])
         tl.store((cache + B * H * QMAX * DH + pos * DH)[:, None] + dcols[None, :], vh, mask=valid[:, None])
@@ -347,7 +351,7 @@ def _self_attention_phase(pid, nprog, s, layer, B, NPRE, prefix_ptr, emb_ptr, qp
         p_own = tl.exp(own_scores - top[:, None])
         total = tl.sum(p_cached, axis=1) + tl.sum(p_own, axis=1)
         attended = (tl.sum(p_cached[:, :, None] * values, axis=1) + _small_matmul(p_own, vh, ROWS >= 16)) / total[:, None]
-        out = _linear(attended, wo, scr_ptr, w_out, D, D, DH, D, ROWS, KC_OUT)
+        out = _linear(attended, valid, wo, scr_ptr, w_out, D, D, DH, D, ROWS, KC_OUT)
         tl.store(part_out + (row * NPART + h)[:, None] * D + cols[None, :], out, mask=valid[:, None])
 
 
@@ -368,7 +372,7 @@ def _cross_norm_query(tile, h, wq, B, nq, nqp, pos0, qpos_ptr, lw_ptr, act_ptr, 
         tl.store(act_ptr + B * QMAX * D + row[:, None] * D + cols[None, :], x, mask=valid[:, None])
     xq = x + tl.load(qpos_ptr + (pos0 + q)[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0)
     bias = tl.load(lw_ptr + LO_CROSS_B + h * DH + tl.arange(0, DH))
-    qh = _linear(xq, wq, scr_ptr, lw_ptr + LO_CROSS_W + h * DH * D, D, DH, D, DH, ROWS, KC_HEAD) + bias[None, :]
+    qh = _linear(xq, valid, wq, scr_ptr, lw_ptr + LO_CROSS_W + h * DH * D, D, DH, D, DH, ROWS, KC_HEAD) + bias[None, :]
     return qh * (1.0 / math.sqrt(DH)), b, row, valid
 
 
@@ -377,11 +381,12 @@ def _cross_attention_cached_phase(pid, nprog, s, layer, B, M, NPRE, qpos_ptr, lw
                                   part_out, kv_cross_ptr, scr_ptr,
                                   LO_SELF_OUT_B: tl.constexpr, LO_CROSS_W: tl.constexpr,
                                   LO_CROSS_B: tl.constexpr, LO_CROSS_OUT_W: tl.constexpr,
-                                  LO_NORM1_W: tl.constexpr, D: tl.constexpr, H: tl.constexpr,
+                                  LO_NORM1_W: tl.constexpr, L: tl.constexpr, D: tl.constexpr, H: tl.constexpr,
                                   NPART: tl.constexpr, ROWS: tl.constexpr, QMAX: tl.constexpr, MC: tl.constexpr,
                                   KC_HEAD: tl.constexpr, KC_OUT: tl.constexpr):
-    """Unit (row tile, head): query, online-softmax attention over the projected memory, the head's share of
-    the output projection."""
+    """Unit (row tile, head): query, online-softmax attention over the projected memory (keys of memory token
+    m: kv_cross[b, m, 0, layer, head columns], values at [b, m, 1, layer, ...], as :func:`project_memory`
+    writes them), the head's share of the output projection."""
     DH: tl.constexpr = D // H
     cols = tl.arange(0, D)
     dcols = tl.arange(0, DH)
@@ -397,19 +402,23 @@ def _cross_attention_cached_phase(pid, nprog, s, layer, B, M, NPRE, qpos_ptr, lw
         qh, b, row, valid = _cross_norm_query(tile, h, wq, B, nq, nqp, pos0, qpos_ptr, lw_ptr, act_ptr, part_in,
                                               scr_ptr, LO_SELF_OUT_B, LO_CROSS_W, LO_CROSS_B, LO_NORM1_W, D, H,
                                               NPART, ROWS, QMAX, KC_HEAD)
-        keys_offset = ((layer * 2 * B + b) * H + h) * M * DH  # (ROWS,)
+        keys_offset = (b * M * 2 * L + layer) * D + h * DH  # (ROWS,)
         attended = tl.zeros((ROWS, DH), tl.float32)
-        for r in range(ROWS):
+        if ROWS < 16:  # the valid rows are a prefix of the tile (see _linear)
+            n_rows = tl.sum(valid.to(tl.int32), axis=0)
+        else:
+            n_rows = ROWS
+        for r in range(n_rows):
             q_r = _row(qh, r, ROWS)
-            key_rows = kv_cross_ptr + _scalar(keys_offset, r, ROWS) + mc[:, None] * DH + dcols[None, :]
+            key_rows = kv_cross_ptr + _scalar(keys_offset, r, ROWS) + mc[:, None] * (2 * L * D) + dcols[None, :]
             row_valid = _scalar(valid.to(tl.int32), r, ROWS) != 0
             running_max = -float("inf")
             running_sum = 0.0
             acc = tl.zeros((DH,), tl.float32)
             for m0 in range(0, M, MC):
                 inside = (m0 + mc < M) & row_valid
-                keys = tl.load(key_rows + m0 * DH, mask=inside[:, None], other=0.0, cache_modifier=".cg")
-                values = tl.load(key_rows + m0 * DH + B * H * M * DH, mask=inside[:, None], other=0.0,
+                keys = tl.load(key_rows + m0 * (2 * L * D), mask=inside[:, None], other=0.0, cache_modifier=".cg")
+                values = tl.load(key_rows + m0 * (2 * L * D) + L * D, mask=inside[:, None], other=0.0,
                                  cache_modifier=".cg")
                 scores = tl.where(m0 + mc < M, tl.sum(keys * q_r[None, :], axis=1), -float("inf"))
                 new_max = tl.maximum(running_max, tl.max(scores, axis=0))
@@ -419,18 +428,20 @@ def _cross_attention_cached_phase(pid, nprog, s, layer, B, M, NPRE, qpos_ptr, lw
                 acc = acc * correction + tl.sum(values * p[:, None], axis=0)
                 running_max = new_max
             attended += tl.where(tl.arange(0, ROWS)[:, None] == r, (acc / running_sum)[None, :], 0.0)
-        out = _linear(attended, wo, scr_ptr, w_out, D, D, DH, D, ROWS, KC_OUT)
+        out = _linear(attended, valid, wo, scr_ptr, w_out, D, D, DH, D, ROWS, KC_OUT)
         tl.store(part_out + (row * NPART + h)[:, None] * D + cols[None, :], out, mask=valid[:, None])
 
 
 @triton.jit
-def _cross_query_absorbed_phase(pid, nprog, s, B, NPRE, qpos_ptr, lw_ptr, act_ptr, part_in, qt_ptr, scr_ptr,
+def _cross_query_absorbed_phase(pid, nprog, s, B, NPRE, qpos_ptr, lw_ptr, key_w_ptr, act_ptr, part_in, qt_ptr,
+                                scr_ptr,
                                 LO_SELF_OUT_B: tl.constexpr, LO_CROSS_W: tl.constexpr, LO_CROSS_B: tl.constexpr,
                                 LO_NORM1_W: tl.constexpr, D: tl.constexpr, H: tl.constexpr, NPART: tl.constexpr,
                                 ROWS: tl.constexpr, QMAX: tl.constexpr, KC_HEAD: tl.constexpr,
                                 KC_KEYT: tl.constexpr):
-    """Unit (row tile, head): the head's query folded through its key projection, W_k,hᵀ q_h (ROWS, D),
-    written to qt[b, q, h]; the key bias only shifts every score of a query and cancels in the softmax."""
+    """Unit (row tile, head): the head's query folded through its key projection (``key_w_ptr``: the layer's
+    W_k), W_k,hᵀ q_h (ROWS, D), written to qt[b, q, h]; the key bias only shifts every score of a query and
+    cancels in the softmax."""
     DH: tl.constexpr = D // H
     cols = tl.arange(0, D)
     nq, nqp, pos0 = _step_geometry(s, NPRE, QMAX)
@@ -438,13 +449,13 @@ def _cross_query_absorbed_phase(pid, nprog, s, B, NPRE, qpos_ptr, lw_ptr, act_pt
     for u in range(pid, n_tiles * H, nprog):
         tile = u // H
         h = u % H
-        key_rows = lw_ptr + LO_CROSS_W + (D + h * DH) * D  # W_k,h: (DH, D), used transposed as (D, DH)
+        key_rows = key_w_ptr + h * DH * D  # W_k,h: (DH, D), used transposed as (D, DH)
         wq = _prefetch(lw_ptr + LO_CROSS_W + h * DH * D, D, DH, DH, D, ROWS)
         wkt = _prefetch(key_rows, 1, D, D, DH, ROWS, D)
         qh, b, row, valid = _cross_norm_query(tile, h, wq, B, nq, nqp, pos0, qpos_ptr, lw_ptr, act_ptr, part_in,
                                               scr_ptr, LO_SELF_OUT_B, LO_CROSS_W, LO_CROSS_B, LO_NORM1_W, D, H,
                                               NPART, ROWS, QMAX, KC_HEAD)
-        folded = _linear(qh, wkt, scr_ptr, key_rows, 1, D, DH, D, ROWS, KC_KEYT, D)
+        folded = _linear(qh, valid, wkt, scr_ptr, key_rows, 1, D, DH, D, ROWS, KC_KEYT, D)
         tl.store(qt_ptr + (row * H + h)[:, None] * D + cols[None, :], folded, mask=valid[:, None])
 
 
@@ -476,7 +487,7 @@ def _cross_scores_absorbed_phase(pid, nprog, s, B, M, NPRE, mem_ptr, mpos_ptr, m
             valid = q < nq
             qrow = (b * QMAX + q) * H + h
             scores = tl.zeros((16, MCH), tl.float32)
-            for d0 in range(0, D, DC):
+            for d0 in tl.range(0, D, DC, num_stages=2):  # three stages: ptxas unrolls it
                 folded = tl.load(qt_ptr + qrow[:, None] * D + (d0 + dcols)[None, :], mask=valid[:, None], other=0.0,
                                  cache_modifier=".cg")
                 keys = tl.load(memory_rows + d0 + dcols[None, :], mask=in_memory[:, None], other=0.0) \
@@ -494,13 +505,14 @@ def _cross_scores_absorbed_phase(pid, nprog, s, B, M, NPRE, mem_ptr, mpos_ptr, m
 
 
 @triton.jit
-def _cross_value_absorbed_phase(pid, nprog, s, B, M, NPRE, lw_ptr, part_out, ctx_ptr, cstats_ptr, scr_ptr,
-                                LO_CROSS_W: tl.constexpr, LO_CROSS_B: tl.constexpr, LO_CROSS_OUT_W: tl.constexpr,
+def _cross_value_absorbed_phase(pid, nprog, s, B, M, NPRE, lw_ptr, value_w_ptr, value_b_ptr, part_out, ctx_ptr,
+                                cstats_ptr, scr_ptr, LO_CROSS_OUT_W: tl.constexpr,
                                 D: tl.constexpr, H: tl.constexpr, NPART: tl.constexpr, ROWS: tl.constexpr,
                                 QMAX: tl.constexpr, MCH: tl.constexpr, KC_HEAD: tl.constexpr,
                                 KC_OUT: tl.constexpr):
     """Unit (row tile, head): merge the chunks' softmax-weighted memory sums, apply W_v,h (+ b_v,h: the
-    weights sum to one) and the head's share of the output projection."""
+    weights sum to one; ``value_w_ptr``, ``value_b_ptr``: the layer's W_v and b_v) and the head's share of the
+    output projection."""
     DH: tl.constexpr = D // H
     cols = tl.arange(0, D)
     nq, nqp, pos0 = _step_geometry(s, NPRE, QMAX)
@@ -509,7 +521,7 @@ def _cross_value_absorbed_phase(pid, nprog, s, B, M, NPRE, lw_ptr, part_out, ctx
     for u in range(pid, n_tiles * H, nprog):
         tile = u // H
         h = u % H
-        w_value = lw_ptr + LO_CROSS_W + (2 * D + h * DH) * D
+        w_value = value_w_ptr + h * DH * D
         w_out = lw_ptr + LO_CROSS_OUT_W + h * DH
         wv = _prefetch(w_value, D, DH, DH, D, ROWS)
         wo = _prefetch(w_out, D, D, D, DH, ROWS)
@@ -531,9 +543,9 @@ def _cross_value_absorbed_phase(pid, nprog, s, B, M, NPRE, lw_ptr, part_out, ctx
             acc = acc * old_scale[:, None] + chunk_acc * chunk_scale[:, None]
             top = new_top
         context = acc / tl.where(valid, total, 1.0)[:, None]
-        bias = tl.load(lw_ptr + LO_CROSS_B + 2 * D + h * DH + tl.arange(0, DH))
-        value = _linear(context, wv, scr_ptr, w_value, D, DH, D, DH, ROWS, KC_HEAD) + bias[None, :]
-        out = _linear(value, wo, scr_ptr, w_out, D, D, DH, D, ROWS, KC_OUT)
+        bias = tl.load(value_b_ptr + h * DH + tl.arange(0, DH))
+        value = _linear(context, valid, wv, scr_ptr, w_value, D, DH, D, DH, ROWS, KC_HEAD) + bias[None, :]
+        out = _linear(value, valid, wo, scr_ptr, w_out, D, D, DH, D, ROWS, KC_OUT)
         tl.store(part_out + (row * NPART + h)[:, None] * D + cols[None, :], out, mask=valid[:, None])
 
 
@@ -564,8 +576,8 @@ def _feed_forward_phase(pid, nprog, s, B, NPRE, lw_ptr, act_ptr, part_in, part_o
         if c == 0:
             tl.store(act_ptr + 2 * act_stride + row[:, None] * D + cols[None, :], x, mask=valid[:, None])
         bias = tl.load(lw_ptr + LO_LIN1_B + c * FC + tl.arange(0, FC))
-        hidden = tl.maximum(_linear(x, w1, scr_ptr, w_in, D, FC, D, FC, ROWS, KC_FFN1) + bias[None, :], 0.0)
-        out = _linear(hidden, w2, scr_ptr, w_out, F, D, FC, D, ROWS, KC_FFN2)
+        hidden = tl.maximum(_linear(x, valid, w1, scr_ptr, w_in, D, FC, D, FC, ROWS, KC_FFN1) + bias[None, :], 0.0)
+        out = _linear(hidden, valid, w2, scr_ptr, w_out, F, D, FC, D, ROWS, KC_FFN2)
         tl.store(part_out + (row * NPART + c)[:, None] * D + cols[None, :], out, mask=valid[:, None])
 
 
@@ -597,8 +609,8 @@ def _vocab_hidden_phase(pid, nprog, s, B, NPRE, last_lw_ptr, gw_ptr, act_ptr, pa
         x = _layer_norm(x, last_lw_ptr + LO_NORM3_W, last_lw_ptr + LO_NORM3_W + D, D)
         x = _layer_norm(x, gw_ptr + GO_FINAL_NORM_W, gw_ptr + GO_FINAL_NORM_W + D, D)
         bias = tl.load(gw_ptr + GO_VOCAB0_B + c * HC + tl.arange(0, HC))
-        hidden = tl.maximum(_linear(x, w0, scr_ptr, w_in, D, HC, D, HC, ROWS, KC_V0) + bias[None, :], 0.0)
-        out = _linear(hidden, w1, scr_ptr, w_out, D, D, HC, D, ROWS, KC_V1)
+        hidden = tl.maximum(_linear(x, valid, w0, scr_ptr, w_in, D, HC, D, HC, ROWS, KC_V0) + bias[None, :], 0.0)
+        out = _linear(hidden, valid, w1, scr_ptr, w_out, D, D, HC, D, ROWS, KC_V1)
         tl.store(part_out + (row * NPART + c)[:, None] * D + cols[None, :], out, mask=valid[:, None])
 
 
@@ -625,7 +637,7 @@ def _vocab_logits_phase(pid, nprog, s, B, NPRE, gw_ptr, window_ptr, use_window, 
         hidden = _sum_parts(part_in, row, valid, D // HC, NPART, D) + tl.load(gw_ptr + GO_VOCAB1_B + cols)[None, :]
         token = c * VC + tl.arange(0, VC)
         in_vocab = token < V
-        logits = _linear(tl.maximum(hidden, 0.0), w2, scr_ptr, w_logits, D, V - c * VC, D, VC, ROWS, KC_V2)
+        logits = _linear(tl.maximum(hidden, 0.0), valid, w2, scr_ptr, w_logits, D, V - c * VC, D, VC, ROWS, KC_V2)
         logits += tl.load(gw_ptr + GO_VOCAB2_B + token, mask=in_vocab, other=0.0)[None, :]
         if store_logits != 0:
             tl.store(logits_ptr + (b * 4 + s)[:, None] * V + token[None, :], logits,
@@ -669,18 +681,18 @@ def _decode_kernel(
     LO_LIN2_B: tl.constexpr, LO_NORM1_W: tl.constexpr, LO_NORM2_W: tl.constexpr, LO_NORM3_W: tl.constexpr,
     LAYER_SIZE: tl.constexpr, GO_EMB_NORM_W: tl.constexpr, GO_FINAL_NORM_W: tl.constexpr,
     GO_VOCAB0_W: tl.constexpr, GO_VOCAB0_B: tl.constexpr, GO_VOCAB1_W: tl.constexpr, GO_VOCAB1_B: tl.constexpr,
-    GO_VOCAB2_W: tl.constexpr, GO_VOCAB2_B: tl.constexpr, GLOBAL_BASE: tl.constexpr,
+    GO_VOCAB2_W: tl.constexpr, GO_VOCAB2_B: tl.constexpr, GO_CROSS_KV_W: tl.constexpr,
+    GO_CROSS_KV_B: tl.constexpr, GLOBAL_BASE: tl.constexpr,
     L: tl.constexpr, D: tl.constexpr, H: tl.constexpr, F: tl.constexpr, V: tl.constexpr, BINS: tl.constexpr,
     ROWS: tl.constexpr, QMAX: tl.constexpr, MC: tl.constexpr, FC: tl.constexpr, HC: tl.constexpr,
-    VC: tl.constexpr, PR: tl.constexpr, PN: tl.constexpr, NPART: tl.constexpr, NVC_P2: tl.constexpr,
+    VC: tl.constexpr, NPART: tl.constexpr, NVC_P2: tl.constexpr,
     KC_HEAD: tl.constexpr, KC_OUT: tl.constexpr, KC_FFN1: tl.constexpr, KC_FFN2: tl.constexpr,
-    KC_V0: tl.constexpr, KC_V1: tl.constexpr, KC_V2: tl.constexpr, KC_PROJ: tl.constexpr, KC_KEYT: tl.constexpr,
+    KC_V0: tl.constexpr, KC_V1: tl.constexpr, KC_V2: tl.constexpr, KC_KEYT: tl.constexpr,
     MCH: tl.constexpr, CROSS_ABSORBED: tl.constexpr,
 ):
-    """Phases [phase_begin, phase_end) of the decode (see the module docstring); phase 0 projects the
-    memory (cached cross-attention only), then per step and layer: self-attention, cross-attention (one
-    phase cached; query, scores, value absorbed), feed-forward; then vocabulary hidden and vocabulary logits;
-    the last phase picks the final token."""
+    """Phases [phase_begin, phase_end) of the decode (see the module docstring): per step and layer,
+    self-attention, cross-attention (one phase cached; query, scores, value absorbed), feed-forward; then
+    vocabulary hidden and vocabulary logits; the last phase picks the final token."""
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     gw_ptr = w_ptr + GLOBAL_BASE
@@ -688,20 +700,15 @@ def _decode_kernel(
     part_size = B * QMAX * NPART * D
     PER_LAYER: tl.constexpr = 5 if CROSS_ABSORBED else 3
     PER_STEP: tl.constexpr = PER_LAYER * L + 2
-    last_phase = 1 + 4 * PER_STEP
     for p in range(phase_begin, phase_end):
         # Partial sums alternate between two buffers: a phase reads its predecessor's while writing its own.
         part_in = part_ptr + (p % 2) * part_size
         part_out = part_ptr + ((p + 1) % 2) * part_size
-        if p == 0:
-            if not CROSS_ABSORBED:
-                _project_memory_phase(pid, nprog, B, M, mem_ptr, mpos_ptr, mpos_bstride, w_ptr + LO_CROSS_W,
-                                      w_ptr + LO_CROSS_B, kv_cross_ptr, LAYER_SIZE, L, D, H, PR, PN, KC_PROJ)
-        elif p == last_phase:
+        if p == 4 * PER_STEP:  # after the 4 steps
             _final_select_phase(pid, nprog, B, stats_ptr, NVC, tokens_ptr, probs_ptr, NVC_P2, ROWS)
         else:
-            s = (p - 1) // PER_STEP
-            k = (p - 1) % PER_STEP
+            s = p // PER_STEP
+            k = p % PER_STEP
             if k < PER_LAYER * L:
                 layer = k // PER_LAYER
                 kind = k % PER_LAYER
@@ -718,20 +725,23 @@ def _decode_kernel(
                                         NPART, ROWS, QMAX, KC_FFN1, KC_FFN2)
                 elif CROSS_ABSORBED:
                     if kind == 1:
-                        _cross_query_absorbed_phase(pid, nprog, s, B, NPRE, qpos_ptr, lw_ptr, act_ptr, part_in,
+                        _cross_query_absorbed_phase(pid, nprog, s, B, NPRE, qpos_ptr, lw_ptr,
+                                                    gw_ptr + GO_CROSS_KV_W + layer * D * D, act_ptr, part_in,
                                                     qt_ptr, scr_ptr, LO_SELF_OUT_B, LO_CROSS_W, LO_CROSS_B,
                                                     LO_NORM1_W, D, H, NPART, ROWS, QMAX, KC_HEAD, KC_KEYT)
                     elif kind == 2:
                         _cross_scores_absorbed_phase(pid, nprog, s, B, M, NPRE, mem_ptr, mpos_ptr, mpos_bstride,
                                                      qt_ptr, ctx_ptr, cstats_ptr, D, H, QMAX, MCH)
                     else:
-                        _cross_value_absorbed_phase(pid, nprog, s, B, M, NPRE, lw_ptr, part_out, ctx_ptr,
-                                                    cstats_ptr, scr_ptr, LO_CROSS_W, LO_CROSS_B, LO_CROSS_OUT_W,
-                                                    D, H, NPART, ROWS, QMAX, MCH, KC_HEAD, KC_OUT)
+                        _cross_value_absorbed_phase(pid, nprog, s, B, M, NPRE, lw_ptr,
+                                                    gw_ptr + GO_CROSS_KV_W + (L + layer) * D * D,
+                                                    gw_ptr + GO_CROSS_KV_B + (L + layer) * D, part_out, ctx_ptr,
+                                                    cstats_ptr, scr_ptr, LO_CROSS_OUT_W, D, H, NPART, ROWS, QMAX,
+                                                    MCH, KC_HEAD, KC_OUT)
                 else:
                     _cross_attention_cached_phase(pid, nprog, s, layer, B, M, NPRE, qpos_ptr, lw_ptr, act_ptr,
                                                   part_in, part_out, kv_cross_ptr, scr_ptr, LO_SELF_OUT_B,
-                                                  LO_CROSS_W, LO_CROSS_B, LO_CROSS_OUT_W, LO_NORM1_W, D, H,
+                                                  LO_CROSS_W, LO_CROSS_B, LO_CROSS_OUT_W, LO_NORM1_W, L, D, H,
                                                   NPART, ROWS, QMAX, MC, KC_HEAD, KC_OUT)
             elif k == PER_LAYER * L:
                 _vocab_hidden_phase(pid, nprog, s, B, NPRE, w_ptr + (L - 1) * LAYER_SIZE, gw_ptr, act_ptr,
@@ -771,34 +781,45 @@ class DecoderShape:
         return self.bins + 2
 
 
-def _layer_fields(shape: DecoderShape) -> list[tuple[str, str, int]]:
-    """(kernel offset name, reference parameter name, size) of one layer's block in the weight pack."""
+def _layer_fields(shape: DecoderShape) -> list[tuple[Optional[str], str, int, int]]:
+    """(kernel offset name, reference parameter name, size, first element) of one layer's block in the weight
+    pack. The cross-attention in-projection contributes only its query rows here (see _global_fields)."""
     D, F = shape.dim, shape.ffn
     return [
-        ("LO_SELF_W", "self_attn.in_proj_weight", 3 * D * D), ("LO_SELF_B", "self_attn.in_proj_bias", 3 * D),
-        ("LO_SELF_OUT_W", "self_attn.out_proj.weight", D * D), ("LO_SELF_OUT_B", "self_attn.out_proj.bias", D),
-        ("LO_CROSS_W", "multihead_attn.in_proj_weight", 3 * D * D),
-        ("LO_CROSS_B", "multihead_attn.in_proj_bias", 3 * D),
-        ("LO_CROSS_OUT_W", "multihead_attn.out_proj.weight", D * D),
-        ("LO_CROSS_OUT_B", "multihead_attn.out_proj.bias", D),
-        ("LO_LIN1_W", "linear1.weight", F * D), ("LO_LIN1_B", "linear1.bias", F),
-        ("LO_LIN2_W", "linear2.weight", D * F), ("LO_LIN2_B", "linear2.bias", D),
+        ("LO_SELF_W", "self_attn.in_proj_weight", 3 * D * D, 0), ("LO_SELF_B", "self_attn.in_proj_bias", 3 * D, 0),
+        ("LO_SELF_OUT_W", "self_attn.out_proj.weight", D * D, 0),
+        ("LO_SELF_OUT_B", "self_attn.out_proj.bias", D, 0),
+        ("LO_CROSS_W", "multihead_attn.in_proj_weight", D * D, 0),
+        ("LO_CROSS_B", "multihead_attn.in_proj_bias", D, 0),
+        ("LO_CROSS_OUT_W", "multihead_attn.out_proj.weight", D * D, 0),
+        ("LO_CROSS_OUT_B", "multihead_attn.out_proj.bias", D, 0),
+        ("LO_LIN1_W", "linear1.weight", F * D, 0), ("LO_LIN1_B", "linear1.bias", F, 0),
+        ("LO_LIN2_W", "linear2.weight", D * F, 0), ("LO_LIN2_B", "linear2.bias", D, 0),
         # Each norm's bias directly follows its weight: the kernel addresses it as weight + D.
-        ("LO_NORM1_W", "norm1.weight", D), (None, "norm1.bias", D),
-        ("LO_NORM2_W", "norm2.weight", D), (None, "norm2.bias", D),
-        ("LO_NORM3_W", "norm3.weight", D), (None, "norm3.bias", D),
+        ("LO_NORM1_W", "norm1.weight", D, 0), (None, "norm1.bias", D, 0),
+        ("LO_NORM2_W", "norm2.weight", D, 0), (None, "norm2.bias", D, 0),
+        ("LO_NORM3_W", "norm3.weight", D, 0), (None, "norm3.bias", D, 0),
     ]
 
 
-def _global_fields(shape: DecoderShape) -> list[tuple[Optional[str], str, int]]:
-    """(kernel offset name, parameter name, size) of the pack's tail; 'decoder.' / 'vocab_embed.' prefixed."""
-    D, V = shape.dim, shape.vocab
-    return [
-        ("GO_EMB_NORM_W", "decoder.embedding.LayerNorm.weight", D), (None, "decoder.embedding.LayerNorm.bias", D),
-        ("GO_FINAL_NORM_W", "decoder.body.norm.weight", D), (None, "decoder.body.norm.bias", D),
-        ("GO_VOCAB0_W", "vocab_embed.layers.0.weight", D * D), ("GO_VOCAB0_B", "vocab_embed.layers.0.bias", D),
-        ("GO_VOCAB1_W", "vocab_embed.layers.1.weight", D * D), ("GO_VOCAB1_B", "vocab_embed.layers.1.bias", D),
-        ("GO_VOCAB2_W", "vocab_embed.layers.2.weight", V * D), ("GO_VOCAB2_B", "vocab_embed.layers.2.bias", V),
+def _global_fields(shape: DecoderShape) -> list[tuple[Optional[str], str, int, int]]:
+    """(kernel offset name, parameter name, size, first element) of the pack's tail; 'decoder.' /
+    'vocab_embed.' prefixed. The cross-attention key and value projections of all layers come first,
+    stacked (every layer's W_k, then every layer's W_v, and their biases alike) so that one GEMM projects
+    the memory for all of them (:func:`project_memory`); first, so that they stay 16-byte aligned."""
+    D, V, L = shape.dim, shape.vocab, shape.layers
+    cross = "decoder.body.layers.{}.multihead_attn.in_proj_"
+    stacked = []
+    for suffix, name, size in (("weight", "GO_CROSS_KV_W", D * D), ("bias", "GO_CROSS_KV_B", D)):
+        for i, (kv, layer) in enumerate(itertools.product((1, 2), range(L))):
+            stacked.append((None if i else name, cross.format(layer) + suffix, size, kv * size))
+    return stacked + [
+        ("GO_EMB_NORM_W", "decoder.embedding.LayerNorm.weight", D, 0),
+        (None, "decoder.embedding.LayerNorm.bias", D, 0),
+        ("GO_FINAL_NORM_W", "decoder.body.norm.weight", D, 0), (None, "decoder.body.norm.bias", D, 0),
+        ("GO_VOCAB0_W", "vocab_embed.layers.0.weight", D * D, 0), ("GO_VOCAB0_B", "vocab_embed.layers.0.bias", D, 0),
+        ("GO_VOCAB1_W", "vocab_embed.layers.1.weight", D * D, 0), ("GO_VOCAB1_B", "vocab_embed.layers.1.bias", D, 0),
+        ("GO_VOCAB2_W", "vocab_embed.layers.2.weight", V * D, 0), ("GO_VOCAB2_B", "vocab_embed.layers.2.bias", V, 0),
     ]
 
 
@@ -806,14 +827,14 @@ def pack_layout(shape: DecoderShape) -> dict[str, int]:
     """Kernel offset constants of the packed weights: per-layer offsets (``LO_*``) within a block of
     ``LAYER_SIZE`` floats, the decoder-wide tensors (``GO_*``) after the ``layers`` blocks at ``GLOBAL_BASE``."""
     layout, offset = {}, 0
-    for name, _, size in _layer_fields(shape):
+    for name, _, size, _ in _layer_fields(shape):
         if name:
             layout[name] = offset
         offset += size
     layout["LAYER_SIZE"] = offset
     layout["GLOBAL_BASE"] = shape.layers * offset
     offset = 0
-    for name, _, size in _global_fields(shape):
+    for name, _, size, _ in _global_fields(shape):
         if name:
             layout[name] = offset
         offset += size
@@ -825,12 +846,11 @@ def pack_weights(shape: DecoderShape, parameters: dict[str, torch.Tensor]) -> to
 
     ``parameters`` maps the reference names (``decoder.body.layers.0.norm1.weight``, ``vocab_embed...``) to
     tensors, e.g. a state dict."""
-    pieces = []
-    for layer in range(shape.layers):
-        prefix = f"decoder.body.layers.{layer}."
-        pieces += [parameters[prefix + name].reshape(-1) for _, name, _ in _layer_fields(shape)]
-    pieces += [parameters[name].reshape(-1) for _, name, _ in _global_fields(shape)]
-    return torch.cat([p.detach().float() for p in pieces]).contiguous()
+    fields = [(f"decoder.body.layers.{layer}.{name}", size, start) for layer in range(shape.layers)
+              for _, name, size, start in _layer_fields(shape)]
+    fields += [(name, size, start) for _, name, size, start in _global_fields(shape)]
+    pieces = [parameters[name].detach().reshape(-1)[start : start + size] for name, size, start in fields]
+    return torch.cat([p.float() for p in pieces]).contiguous()
 
 
 def _k_chunk(k: int, n: int, rows: int) -> int:
@@ -892,8 +912,9 @@ class DecodeWorkspace:
         self.n_memory_chunks = triton.cdiv(memory_tokens, config.memory_chunk)
         self.kv_self = empty(L, 2, batch, H, QMAX, D // H)
         cached = config.cross == "cached"
-        # Cached cross-attention: projected memory per layer; absorbed: folded queries and chunk partials.
-        self.kv_cross = empty(L, 2, batch, H, memory_tokens, D // H) if cached else empty(1)
+        # Cached cross-attention: the projected memory (keys, values of every layer: see project_memory);
+        # absorbed: folded queries and chunk partials.
+        self.kv_cross = empty(batch, memory_tokens, 2, L, D) if cached else empty(1)
         self.folded_queries = empty(1) if cached else empty(batch, QMAX, H, D)
         self.chunk_sums = empty(1) if cached else empty(batch, self.n_memory_chunks, QMAX, H, D)
         self.chunk_stats = empty(1) if cached else empty(batch, self.n_memory_chunks, QMAX, H, 2)
@@ -905,10 +926,73 @@ class DecodeWorkspace:
         self.sync = torch.zeros(4, device=device, dtype=torch.int32)
 
 
-def phase_range(shape: DecoderShape, cross: str) -> tuple[int, int]:
-    """[first, end) phase indices of a decode; phase 0 (the memory projection) only with cached memory."""
+def phase_count(shape: DecoderShape, cross: str) -> int:
+    """Phases of a decode: per step, 3 (cached) or 5 (absorbed) per layer and 2 for the vocabulary; then the
+    final token's selection."""
     per_layer = 3 if cross == "cached" else 5
-    return (0 if cross == "cached" else 1), 2 + NUM_STEPS * (per_layer * shape.layers + 2)
+    return 1 + NUM_STEPS * (per_layer * shape.layers + 2)
+
+
+@contextlib.contextmanager
+def _ieee_matmul():
+    """cuBLAS float32 GEMMs in full float32 (no TF32) whatever the caller's setting: the decode's tokens must
+    equal the float32 reference's. Host-side state only, so a CUDA graph captured inside keeps the ieee
+    GEMMs; the caller's setting is restored exactly (also a "medium" one). A state mixing PyTorch's legacy
+    and new precision APIs raises here, as any cuBLAS float32 GEMM would in it."""
+    matmul = torch.backends.cuda.matmul
+    if not matmul.allow_tf32:
+        yield
+        return
+    precision = torch.get_float32_matmul_precision()
+    matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        if precision == "high":  # the legacy flag's own value: restoring through it touches nothing else
+            matmul.allow_tf32 = True
+        else:
+            torch.set_float32_matmul_precision(precision)
+
+
+def project_memory(weights: torch.Tensor, shape: DecoderShape, memory: torch.Tensor, memory_pos: torch.Tensor,
+                   out: torch.Tensor) -> None:
+    """Cross-attention keys ((memory + positions) W_kᵀ + b_k) and values (memory W_vᵀ + b_v) of every layer,
+    into ``out`` (B, M, 2, L, D): [b, m, 0, l] holds layer l's key of memory token m, [b, m, 1, l] its value.
+
+    Two cuBLAS float32 GEMMs, no host synchronisation: memory (B·M, D) against the stacked keys and values of
+    all layers (D -> 2·L·D) with their biases, then memory_pos (1 or B, M, D) W_kᵀ added to the key columns
+    (a batched GEMM accumulating in place; a batch-1 memory_pos is broadcast with a zero batch stride)."""
+    B, M, D = memory.shape
+    LD = shape.layers * D
+    layout = pack_layout(shape)
+    w_base = layout["GLOBAL_BASE"] + layout["GO_CROSS_KV_W"]
+    b_base = layout["GLOBAL_BASE"] + layout["GO_CROSS_KV_B"]
+    w_kv = weights[w_base : w_base + 2 * LD * D].view(2 * LD, D)
+    with torch.no_grad(), _ieee_matmul():
+        torch.addmm(weights[b_base : b_base + 2 * LD], memory.reshape(B * M, D), w_kv.t(),
+                    out=out.view(B * M, 2 * LD))
+        keys = out.view(B, M, 2 * LD)[:, :, :LD]
+        keys.baddbmm_(memory_pos.expand(B, M, D), w_kv[:LD].t().expand(B, D, LD))
+
+
+def kernel_constants(shape: DecoderShape, memory_tokens: int, config: LaunchConfig,
+                     workspace: DecodeWorkspace) -> dict:
+    """The constexpr arguments of ``_decode_kernel`` for one decode shape (also used by offline code-size
+    measurements, which must compile exactly what :func:`decode` launches)."""
+    D, M, rows = shape.dim, memory_tokens, config.rows
+    H, F = shape.heads, shape.ffn
+    DH = D // H
+    return dict(
+        pack_layout(shape), L=shape.layers, D=D, H=H, F=F, V=shape.vocab, BINS=shape.bins, ROWS=rows, QMAX=QMAX,
+        MC=min(triton.next_power_of_2(M), 8192 // DH),
+        FC=config.ffn_chunk, HC=config.hidden_chunk, VC=config.vocab_chunk,
+        NPART=workspace.n_parts, NVC_P2=triton.next_power_of_2(workspace.n_vocab_chunks),
+        KC_HEAD=_k_chunk(D, DH, rows), KC_OUT=_k_chunk(DH, D, rows), KC_FFN1=_k_chunk(D, config.ffn_chunk, rows),
+        KC_FFN2=_k_chunk(config.ffn_chunk, D, rows), KC_V0=_k_chunk(D, config.hidden_chunk, rows),
+        KC_V1=_k_chunk(config.hidden_chunk, D, rows), KC_V2=_k_chunk(D, config.vocab_chunk, rows),
+        KC_KEYT=_k_chunk(DH, D, rows), MCH=config.memory_chunk,
+        CROSS_ABSORBED=config.cross == "absorbed",
+    )
 
 
 def decode(weights: torch.Tensor, shape: DecoderShape, word_embeddings: torch.Tensor, query_pos: torch.Tensor,
@@ -922,7 +1006,8 @@ def decode(weights: torch.Tensor, shape: DecoderShape, word_embeddings: torch.Te
     window (bins,) float32 or None.
     Returns tokens (B, 4) int64, probs (B, 4) float32 and, with ``return_logits``, logits (B, 4, vocab).
     Launches only: no host synchronisation, so it can be captured in a CUDA graph once warm.
-    ``before_phase(phase)`` (one launch per phase only) runs before each launch, e.g. to record an event.
+    ``before_phase(phase)`` (one launch per phase only) runs before each launch, e.g. to record an event, and
+    with cached cross-attention ``before_phase(-1)`` before the memory projection's GEMMs.
     """
     B, M, D = memory.shape
     prefix_len = prefix.shape[1]
@@ -934,22 +1019,7 @@ def decode(weights: torch.Tensor, shape: DecoderShape, word_embeddings: torch.Te
     tokens = torch.empty(B, NUM_STEPS, device=device, dtype=torch.int64)
     probs = torch.empty(B, NUM_STEPS, device=device, dtype=torch.float32)
     logits = torch.empty(B, NUM_STEPS, shape.vocab, device=device) if return_logits else probs
-    rows = config.rows
-    H, F = shape.heads, shape.ffn
-    DH = D // H
-    interpreting = _interpreting()
-    constants = dict(
-        pack_layout(shape), L=shape.layers, D=D, H=H, F=F, V=shape.vocab, BINS=shape.bins, ROWS=rows, QMAX=QMAX,
-        MC=min(triton.next_power_of_2(M), 8192 // DH),
-        FC=config.ffn_chunk, HC=config.hidden_chunk, VC=config.vocab_chunk,
-        PR=min(64, triton.next_power_of_2(M)) if interpreting else 32, PN=min(D, 128) if interpreting else 64,
-        NPART=workspace.n_parts, NVC_P2=triton.next_power_of_2(workspace.n_vocab_chunks),
-        KC_HEAD=_k_chunk(D, DH, rows), KC_OUT=_k_chunk(DH, D, rows), KC_FFN1=_k_chunk(D, config.ffn_chunk, rows),
-        KC_FFN2=_k_chunk(config.ffn_chunk, D, rows), KC_V0=_k_chunk(D, config.hidden_chunk, rows),
-        KC_V1=_k_chunk(config.hidden_chunk, D, rows), KC_V2=_k_chunk(D, config.vocab_chunk, rows),
-        KC_PROJ=D if interpreting else 32, KC_KEYT=_k_chunk(DH, D, rows), MCH=config.memory_chunk,
-        CROSS_ABSORBED=config.cross == "absorbed",
-    )
+    constants = kernel_constants(shape, M, config, workspace)
     args = (
         weights, word_embeddings, query_pos, memory, memory_pos, memory_pos.stride(0) if memory_pos.shape[0] > 1 else 0,
         prefix, window if window is not None else probs,
@@ -959,11 +1029,15 @@ def decode(weights: torch.Tensor, shape: DecoderShape, word_embeddings: torch.Te
         B, M, prefix_len, workspace.n_vocab_chunks, int(window is not None), int(return_logits),
     )
     grid = (config.programs,)
-    first, end = phase_range(shape, config.cross)
+    if config.cross == "cached":
+        if before_phase is not None and not persistent:
+            before_phase(-1)
+        project_memory(weights, shape, memory, memory_pos, workspace.kv_cross)
+    phases = phase_count(shape, config.cross)
     if persistent:
-        _decode_kernel[grid](*args, first, end, num_warps=config.num_warps, **constants)
+        _decode_kernel[grid](*args, 0, phases, num_warps=config.num_warps, **constants)
     else:
-        for phase in range(first, end):
+        for phase in range(phases):
             if before_phase is not None:
                 before_phase(phase)
             _decode_kernel[grid](*args, phase, phase + 1, num_warps=config.num_warps, **constants)

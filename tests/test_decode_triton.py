@@ -73,7 +73,7 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 
 def run_kernel(parts: DecoderParts, memory, prefix, window: bool, config: kernels.LaunchConfig,
-               persistent: bool, poison: bool = False):
+               persistent: bool, poison: bool = False, memory_pos=None):
     shape, weights = parts.packed()
     workspace = kernels.DecodeWorkspace(shape, memory.shape[0], memory.shape[1], prefix.shape[1], config,
                                         memory.device)
@@ -83,7 +83,8 @@ def run_kernel(parts: DecoderParts, memory, prefix, window: bool, config: kernel
                 buffer.fill_(float("nan"))
     tokens, probs, logits = kernels.decode(
         weights.to(memory.device), shape, parts.decoder.embedding.word_embeddings.weight.detach(), parts.query_pos,
-        memory, parts.memory_pos, prefix, parts.window if window else None, persistent=persistent,
+        memory, parts.memory_pos if memory_pos is None else memory_pos, prefix, parts.window if window else None,
+        persistent=persistent,
         return_logits=True, workspace=workspace, config=config)
     return tokens, probs, logits, workspace
 
@@ -92,6 +93,10 @@ def assert_matches_reference(parts: DecoderParts, memory, prefix, window: bool, 
     with torch.no_grad():
         expected = parts.reference(memory, prefix, window)
         expected_logits = parts.reference_logits(memory, prefix, expected.tokens)
+    assert_matches(expected, expected_logits, tokens, probs, logits)
+
+
+def assert_matches(expected, expected_logits, tokens, probs, logits):
     mismatched = (tokens != expected.tokens).any(dim=1)
     assert not mismatched.any(), f"{int(mismatched.sum())} of {len(tokens)} samples decoded other tokens"
     assert relative_error(probs, expected.probs) <= 1e-5
@@ -125,6 +130,68 @@ def test_interpreter_matches_reference(cross, persistent, prompt_tokens, window,
     tokens, probs, logits, workspace = run_kernel(parts, memory, prefix, window, config, persistent, poison=True)
     assert_matches_reference(parts, memory, prefix, window, tokens, probs, logits)
     assert workspace.sync.tolist() == [0, 0, 0, 0]  # barrier counters reset, no barrier gave up
+
+
+@pytest.mark.interpreter
+@torch.no_grad()
+def test_interpreter_per_sample_memory_positions():
+    """memory_pos of batch B (one table per sample) in both cross-attention forms, one launch per phase, with
+    prompt tokens (8-row GEMV tiles whose valid rows are a prefix)."""
+    parts = make_parts("tiny", 4)
+    batch = 2
+    memory = torch.randn(batch, parts.memory_tokens, parts.decoder.embedding.word_embeddings.embedding_dim) * 2
+    memory_pos = parts.memory_pos + torch.randn(batch, *parts.memory_pos.shape[1:])
+    prefix = parts.prefix(batch, "cpu")
+    expected = decode_cached(parts.decoder, parts.vocab_embed, memory, memory_pos, prefix, parts.query_pos,
+                             parts.bins, parts.window)
+    sequence = torch.cat([prefix, expected.tokens[:, :3]], dim=1)
+    hidden = parts.decoder(sequence, memory, memory_pos, parts.query_pos[: sequence.shape[1]])
+    expected_logits = parts.vocab_embed(hidden[:, parts.prompt_tokens :])
+    for cross in kernels.CROSS_MODES:
+        config = kernels.LaunchConfig(rows=8, programs=2, cross=cross, **INTERPRETER_TILING)
+        tokens, probs, logits, _ = run_kernel(parts, memory, prefix, True, config, False, poison=True,
+                                              memory_pos=memory_pos)
+        assert_matches(expected, expected_logits, tokens, probs, logits)
+
+
+@pytest.mark.parametrize("position_batch", [1, 3])
+@torch.no_grad()
+def test_memory_projection_matches_the_attention_projections(position_batch):
+    """project_memory's keys/values against each layer's multihead_attn in-projection, in its documented
+    (B, M, 2, L, D) layout."""
+    parts = make_parts("tiny", 0)
+    shape, weights = parts.packed()
+    D, L = shape.dim, shape.layers
+    memory = torch.randn(3, parts.memory_tokens, D)
+    memory_pos = torch.randn(position_batch, parts.memory_tokens, D)
+    out = torch.full((3, parts.memory_tokens, 2, L, D), float("nan"))
+    kernels.project_memory(weights, shape, memory, memory_pos, out)
+    for layer, block in enumerate(parts.decoder.body.layers):
+        w = block.multihead_attn.in_proj_weight.detach().double()
+        b = block.multihead_attn.in_proj_bias.detach().double()
+        keys = (memory + memory_pos).double() @ w[D : 2 * D].T + b[D : 2 * D]
+        values = memory.double() @ w[2 * D :].T + b[2 * D :]
+        torch.testing.assert_close(out[:, :, 0, layer].double(), keys, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out[:, :, 1, layer].double(), values, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("setting", ["legacy-on", "high", "medium", "highest"])
+def test_projection_turns_tf32_off_and_restores_the_setting(setting):
+    """The memory projection's GEMMs run with TF32 off whatever the caller set, and leave the setting as
+    they found it (the GPU test below checks that the decode's results do not depend on it)."""
+    matmul = torch.backends.cuda.matmul
+    saved = torch.get_float32_matmul_precision()
+    try:
+        if setting == "legacy-on":
+            matmul.allow_tf32 = True
+        else:
+            torch.set_float32_matmul_precision(setting)
+        before = torch.get_float32_matmul_precision(), matmul.allow_tf32, matmul.fp32_precision
+        with kernels._ieee_matmul():
+            assert not matmul.allow_tf32
+        assert (torch.get_float32_matmul_precision(), matmul.allow_tf32, matmul.fp32_precision) == before
+    finally:
+        torch.set_float32_matmul_precision(saved)
 
 
 @pytest.mark.interpreter
@@ -185,6 +252,11 @@ def test_weights_are_repacked_when_a_parameter_changes():
     bias = layout["GLOBAL_BASE"] - shape.dim  # the last layer's norm3 bias closes the layer blocks
     assert torch.equal(repacked[bias : bias + shape.dim], parts.decoder.body.layers[1].norm3.bias)
     assert not torch.equal(first, repacked)
+    # Cross-attention values of layer 1: rows 2D..3D of its in-projection, in the stacked key/value block.
+    D, L = shape.dim, shape.layers
+    start = layout["GLOBAL_BASE"] + layout["GO_CROSS_KV_W"] + (L + 1) * D * D
+    in_proj = parts.decoder.body.layers[1].multihead_attn.in_proj_weight
+    assert torch.equal(repacked[start : start + D * D].view(D, D), in_proj[2 * D :])
 
 
 @pytest.mark.parametrize("change,error,match", [
@@ -258,6 +330,23 @@ def test_gpu_single_frame_paths(prompt_tokens, exact_fp32):
             tokens, probs, logits = (torch.cat([r[i] for r in results]) for i in range(3))
             assert_matches_reference(parts, frames[:, 0], torch.cat(prefixes), True, tokens, probs, logits)
             assert all(r[3].sync.tolist() == [0, 0, 0, 0] for r in results)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("cross", kernels.CROSS_MODES)
+@torch.no_grad()
+def test_gpu_results_do_not_depend_on_the_tf32_setting(cross, exact_fp32):
+    """The cached form's memory projection is cuBLAS: TF32 allowed by the caller must not leak into it."""
+    parts = make_parts("B256", 0, "cuda")
+    memory = torch.randn(8, parts.memory_tokens, 256, device="cuda")
+    prefix = parts.prefix(8, "cuda")
+    config = replace(kernels.default_launch_config(8, 1, memory.device, True), cross=cross)
+    exact = run_kernel(parts, memory, prefix, True, config, True)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    loose = run_kernel(parts, memory, prefix, True, config, True)
+    assert torch.backends.cuda.matmul.allow_tf32
+    for a, b in zip(exact[:3], loose[:3]):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.cuda
