@@ -69,6 +69,31 @@ _prepared: "weakref.WeakKeyDictionary[nn.Module, _Prepared]" = weakref.WeakKeyDi
 _lock = threading.Lock()
 
 
+# float32 copies of 16-bit parameters (a model converted to bf16 as a whole), by id of the parameter object
+# (tensors compare elementwise, so they cannot be dict keys), each checked against a weak reference to that
+# object and against its storage and version counter, so that a new or changed parameter never meets a stale
+# copy; an entry goes with its parameter.
+_float32_copies: dict[int, tuple] = {}
+
+
+def _float32(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` as contiguous float32: itself when it already is, a copy kept between calls for a parameter
+    (one conversion kernel fewer per decode), a fresh copy otherwise."""
+    if tensor.dtype == torch.float32 and tensor.is_contiguous():
+        return tensor.detach()
+    if not isinstance(tensor, nn.Parameter):
+        return tensor.detach().to(torch.float32).contiguous()
+    state = (tensor.data_ptr(), tensor._version, tensor.dtype, tuple(tensor.shape))
+    key = id(tensor)
+    with _lock:
+        cached = _float32_copies.get(key)
+        if cached is None or cached[0]() is not tensor or cached[1] != state:
+            forget = lambda _ref, key=key: _float32_copies.pop(key, None)  # noqa: E731
+            cached = (weakref.ref(tensor, forget), state, tensor.detach().to(torch.float32).contiguous())
+            _float32_copies[key] = cached
+    return cached[2]
+
+
 def _parameters(decoder: SeqTrackDecoder, vocab_embed: nn.Module) -> dict[str, torch.Tensor]:
     named = {f"decoder.{k}": v for k, v in decoder.named_parameters()}
     named.update({f"vocab_embed.{k}": v for k, v in vocab_embed.named_parameters()})
@@ -160,11 +185,10 @@ def decode(decoder: SeqTrackDecoder, vocab_embed: nn.Module, memory: torch.Tenso
     if workspace is None:
         workspace = kernels.DecodeWorkspace(shape, B, M, prefix.shape[1], config, device)
         prepared.workspaces[key] = workspace
-    as_float = lambda t: t.detach().to(torch.float32).contiguous()  # noqa: E731  (no-ops when already so)
     tokens, probs = kernels.decode(
-        prepared.weights, shape, as_float(decoder.embedding.word_embeddings.weight), as_float(query_pos),
-        as_float(memory), as_float(memory_pos), prefix.contiguous(),
-        None if window is None else as_float(window), persistent=persistent, workspace=workspace, config=config)
+        prepared.weights, shape, _float32(decoder.embedding.word_embeddings.weight), _float32(query_pos),
+        _float32(memory), _float32(memory_pos), prefix.contiguous(),
+        None if window is None else _float32(window), persistent=persistent, workspace=workspace, config=config)
     return DecodeResult(tokens, probs, tokens_to_boxes(tokens, bins))
 
 

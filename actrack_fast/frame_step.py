@@ -119,9 +119,14 @@ class FrameStep:
         if cfg.num_templates > 1:  # with one template there is nothing to update
             due = settings.update_due(frames, confidences)
             new = self.crop_templates(pixels, layout, boxes)
-            # The initial template stays first; the oldest later one makes room for the new one at the end.
-            updated = torch.cat([state.templates[:, :1], state.templates[:, 2:], new[:, None]], dim=1)
-            state.templates.copy_(torch.where(due[:, None, None, None, None], updated, state.templates))
+            # The initial template stays first; where due, the later ones shift down one slot (the oldest drops
+            # out) and the new one takes the last. Slot by slot in place, in increasing order so that each reads
+            # its successor before that is overwritten: T - 1 single-slot passes instead of three over all T.
+            due = due[:, None, None, None]
+            slots = state.templates
+            for i in range(1, cfg.num_templates):
+                successor = slots[:, i + 1] if i + 1 < cfg.num_templates else new
+                torch.where(due, successor, slots[:, i], out=slots[:, i])
         state.boxes.copy_(boxes)
         state.frames.copy_(frames)
         state.confidences.copy_(confidences)

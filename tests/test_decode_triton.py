@@ -259,6 +259,30 @@ def test_weights_are_repacked_when_a_parameter_changes():
     assert torch.equal(repacked[start : start + D * D].view(D, D), in_proj[2 * D :])
 
 
+def test_float32_copies_of_16_bit_parameters_follow_their_changes():
+    """A bf16 parameter's float32 copy is kept between decodes and refreshed after an in-place change; other
+    tensors are converted on each call, float32 contiguous ones passed through."""
+    parameter = torch.nn.Parameter(torch.randn(5, 8).to(torch.bfloat16))
+    first = fast_decoder._float32(parameter)
+    assert first.dtype == torch.float32 and torch.equal(first, parameter.float())
+    assert fast_decoder._float32(parameter) is first
+    with torch.no_grad():
+        parameter.mul_(2)
+    again = fast_decoder._float32(parameter)
+    assert again is not first and torch.equal(again, parameter.float())
+    with torch.no_grad():
+        parameter.data = torch.randn(5, 8).to(torch.bfloat16)  # new storage, version counter unchanged
+    assert torch.equal(fast_decoder._float32(parameter), parameter.float())
+    key = id(parameter)
+    del parameter, first, again
+    assert key not in fast_decoder._float32_copies
+    plain = torch.randn(5, 8).to(torch.bfloat16)
+    assert fast_decoder._float32(plain) is not fast_decoder._float32(plain)
+    fp32 = torch.randn(5, 8)
+    assert fast_decoder._float32(fp32).data_ptr() == fp32.data_ptr()
+    assert fast_decoder._float32(fp32.t()).is_contiguous()
+
+
 @pytest.mark.parametrize("change,error,match", [
     (dict(memory=torch.randn(2, 64)), ValueError, "memory must have shape"),
     (dict(memory=torch.randn(2, 64, 96)), ValueError, "memory must have shape"),
