@@ -31,17 +31,29 @@ from .encoder import Block
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def block_weights(block: Block) -> BlockWeights:
-    """The kernel-side view of a reference block's parameters."""
+def block_weights(block: Block, x: Optional[torch.Tensor] = None) -> BlockWeights:
+    """The kernel-side view of a reference block's parameters; with ``x`` given, the Linear weights cast as
+    autocast would cast them for it (see ``_autocast_cast``)."""
+    cast = (lambda t: t) if x is None else (lambda t: _autocast_cast(t, x))  # noqa: E731
     return BlockWeights(
         norm1_weight=block.norm1.weight, norm1_bias=block.norm1.bias,
-        qkv_weight=block.attn.qkv.weight, qkv_bias=block.attn.qkv.bias,
-        proj_weight=block.attn.proj.weight, proj_bias=block.attn.proj.bias,
+        qkv_weight=cast(block.attn.qkv.weight), qkv_bias=cast(block.attn.qkv.bias),
+        proj_weight=cast(block.attn.proj.weight), proj_bias=cast(block.attn.proj.bias),
         norm2_weight=block.norm2.weight, norm2_bias=block.norm2.bias,
-        fc1_weight=block.mlp.fc1.weight, fc1_bias=block.mlp.fc1.bias,
-        fc2_weight=block.mlp.fc2.weight, fc2_bias=block.mlp.fc2.bias,
+        fc1_weight=cast(block.mlp.fc1.weight), fc1_bias=cast(block.mlp.fc1.bias),
+        fc2_weight=cast(block.mlp.fc2.weight), fc2_bias=cast(block.mlp.fc2.bias),
         num_heads=block.attn.num_heads, eps=block.norm1.eps,
     )
+
+
+def _autocast_cast(tensor: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A float32 Linear parameter in x's dtype when autocast runs in that dtype on x's device, as the reference's
+    Linear gets it from autocast (a cast per call, as there); anything else unchanged."""
+    device = x.device.type
+    if (tensor.dtype == torch.float32 and x.dtype != torch.float32 and torch.is_autocast_enabled(device)
+            and torch.get_autocast_dtype(device) == x.dtype):
+        return tensor.to(x.dtype)
+    return tensor
 
 
 def fused_block_forward(block: Block, x: torch.Tensor, additive: Optional[torch.Tensor] = None,
@@ -94,13 +106,14 @@ def fused_blocks_forward(blocks: Sequence[Block], x: torch.Tensor, additive: Opt
     with torch.no_grad():
         features = additive.reshape(rows, -1) if injected else None
         if len(injected) > 1 and rows * dim * len(injected) * x.element_size() <= BATCHED_INJECTION_MAX_BYTES:
-            stacked = torch.mm(features, _stacked_weight(injections, injected).t())
+            stacked = torch.mm(features, _autocast_cast(_stacked_weight(injections, injected), x).t())
             parts = iter(stacked.split(dim, dim=1))
             projected = [None if linear is None else next(parts) for linear in chosen]
         else:
-            projected = [None if linear is None else torch.mm(features, linear.weight.t()) for linear in chosen]
-        return encoder_stack(x.contiguous(), [block_weights(block) for block in blocks], projected,
-                             [None if linear is None else linear.bias for linear in chosen])
+            projected = [None if linear is None else torch.mm(features, _autocast_cast(linear.weight, x).t())
+                         for linear in chosen]
+        return encoder_stack(x.contiguous(), [block_weights(block, x) for block in blocks], projected,
+                             [None if linear is None else _autocast_cast(linear.bias, x) for linear in chosen])
 
 
 def _as_autocast_would(additive: Optional[torch.Tensor], x: torch.Tensor) -> Optional[torch.Tensor]:
@@ -148,6 +161,8 @@ class FusedBlockFunction(torch.autograd.Function):
     def forward(ctx, block: Block, injection: Optional[nn.Linear], x: torch.Tensor,
                 additive: Optional[torch.Tensor], *params: torch.Tensor) -> torch.Tensor:
         ctx.block, ctx.injection = block, injection
+        device = x.device.type
+        ctx.autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
         ctx.save_for_backward(x, additive)
         return _run_kernels(block, x, additive, injection)
 
@@ -155,7 +170,9 @@ class FusedBlockFunction(torch.autograd.Function):
     def backward(ctx, grad_output: torch.Tensor):
         x, additive = ctx.saved_tensors
         needs = ctx.needs_input_grad[2:]
-        with torch.enable_grad():
+        device, autocast, dtype = ctx.autocast
+        # The recomputation sees the autocast state of the forward (backward runs outside it).
+        with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=autocast):
             x = x.detach().requires_grad_(needs[0])
             if additive is not None:
                 additive = additive.detach().requires_grad_(needs[1])
@@ -175,9 +192,9 @@ def _run_kernels(block: Block, x: torch.Tensor, additive: Optional[torch.Tensor]
                  injection: Optional[nn.Linear]) -> torch.Tensor:
     with torch.no_grad():
         if injection is None:
-            return encoder_block(x.contiguous(), block_weights(block))
-        return encoder_block(x.contiguous(), block_weights(block), additive.contiguous(),
-                             injection.weight, injection.bias)
+            return encoder_block(x.contiguous(), block_weights(block, x))
+        return encoder_block(x.contiguous(), block_weights(block, x), additive.contiguous(),
+                             _autocast_cast(injection.weight, x), _autocast_cast(injection.bias, x))
 
 
 def _check_inputs(block: Block, x: torch.Tensor, additive: Optional[torch.Tensor],
@@ -197,7 +214,8 @@ def _check_inputs(block: Block, x: torch.Tensor, additive: Optional[torch.Tensor
     # LayerNorm parameters may stay fp32 next to 16-bit weights, as in a model prepared for autocast (the
     # kernels compute the norms in fp32 either way).
     norms = [*block.norm1.parameters(), *block.norm2.parameters()]
-    _check_like("block parameters", [p for p in block.parameters() if all(p is not n for n in norms)], x)
+    _check_like("block parameters", [_autocast_cast(p, x) for p in block.parameters() if all(p is not n for n in norms)],
+                x)
     for norm in norms:
         if norm.dtype not in (x.dtype, torch.float32) or norm.device != x.device:
             raise TypeError(f"LayerNorm parameters ({norm.dtype}, {norm.device}) must be float32 or match x "
@@ -210,7 +228,7 @@ def _check_inputs(block: Block, x: torch.Tensor, additive: Optional[torch.Tensor
     if not isinstance(additive, torch.Tensor) or tuple(additive.shape) != expected:
         raise ValueError(f"additive must have shape {expected}, got {getattr(additive, 'shape', None)}")
     _check_like("additive", [additive], x)
-    _check_like("injection parameters", injection.parameters(), x)
+    _check_like("injection parameters", [_autocast_cast(p, x) for p in injection.parameters()], x)
 
 
 def _check_like(name: str, tensors, x: torch.Tensor) -> None:

@@ -63,11 +63,14 @@ def frames(batch: int, dtype=torch.bfloat16, device="meta", requires_grad=False)
 
 
 def test_auto_keeps_the_reference_encoder_where_triton_is_slower():
-    """The Triton encoder path was measured slower than the SDPA reference for training, and not measured in
-    fp32 or without Hopper, so there ``auto`` keeps the reference; only an explicit request picks it."""
+    """The Triton encoder path was measured slower than the SDPA reference for training (autograd on, even
+    when the tokens themselves need no gradient), and not measured in fp32 or without Hopper, so there
+    ``auto`` keeps the reference; only an explicit request picks it."""
     assert backend.select("encoder_block", torch.device("cuda", 0)) == "reference"  # no input to judge by
     for x in (frames(1, torch.float32), frames(1, requires_grad=True), frames(1)):
-        assert not backend._triton_block_pays(x.device, x)  # the last: not a CUDA device
+        assert not backend._triton_block_pays(x.device, x)
+    with torch.no_grad():
+        assert not backend._triton_block_pays(frames(1).device, frames(1))  # not a CUDA device
 
 
 @pytest.mark.cuda
@@ -77,4 +80,5 @@ def test_auto_picks_the_triton_encoder_for_16_bit_inference(batch):
     expected = "triton" if torch.cuda.get_device_capability()[0] >= 9 else "reference"
     with torch.no_grad():
         assert backend.select("encoder_block", x) == expected
-    assert backend.select("encoder_block", x.float()) == "reference"
+        assert backend.select("encoder_block", x.float()) == "reference"
+    assert backend.select("encoder_block", x) == "reference"  # autograd on: a training step

@@ -247,6 +247,34 @@ def test_stack_under_autocast_casts_the_additive_features_as_the_reference_does(
 
 
 @pytest.mark.interpreter
+def test_autocast_over_a_float32_model(triton_on_cpu):
+    """Autocast over an fp32 model: the Linear weights cast per call as autocast casts them, in inference and
+    in a training step (the backward's recomputation runs under the forward's autocast state)."""
+    config = get_config("tiny", embed_dim=64, num_heads=2, depth=2, search_size=64, template_size=48,
+                        additive_dim=16, hidden_dim=32, dec_heads=2, dec_ffn_dim=64)
+    vit = randomize(build_model(config)).to(device()).encoder.body
+    injections = randomize(build_model(config)).to(device()).additive.injections
+    x = torch.randn(2, config.num_tokens, 64, device=device())
+    additive = torch.randn(2, config.num_tokens, 16, device=device())
+    reference = x.double()
+    for i, block in enumerate(vit.blocks):
+        reference = copy.deepcopy(block).double().reference_forward(
+            reference, additive.double(), copy.deepcopy(injections[str(i)]).double())
+    with torch.no_grad(), torch.autocast(device().type, dtype=torch.float16):
+        out = fast_encoder.fused_blocks_forward(vit.blocks, x.half(), additive, injections)
+    assert out.dtype == torch.float16 and rel_err(out, reference) < cpu_tol(torch.float16)
+    features = additive.clone().requires_grad_()
+    grads = []
+    for step in (fast_encoder.fused_block_forward, Block.reference_forward):
+        with torch.autocast(device().type, dtype=torch.float16):
+            out = step(vit.blocks[0], x.half(), features, injections["0"])
+        (out.float() ** 2).sum().backward()
+        grads.append(features.grad.clone())
+        features.grad = None
+    assert rel_err(grads[0], grads[1]) < cpu_tol(torch.float16)
+
+
+@pytest.mark.interpreter
 @torch.no_grad()
 def test_block_with_fp32_norms_next_to_16_bit_weights():
     """A model prepared for autocast keeps LayerNorms in fp32 (``frame_step.precast_copy``): accepted."""
