@@ -1,7 +1,7 @@
-"""CUDA-graph capture shared by the tracker's graphed step and the benchmarks."""
+"""CUDA-graph capture shared by the tracker's graphed step and the benchmarks, and CUDA-event timing."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -25,3 +25,19 @@ def capture_graph(step: Callable[[], object], repeats: int = 1, warmup: int = 1)
         for _ in range(repeats):
             step()
     return graph
+
+
+def event_times(run: Callable[[], object], rounds: int, before: Optional[Callable[[], object]] = None) -> list[float]:
+    """Milliseconds of ``rounds`` calls of ``run`` (e.g. ``graph.replay``) between CUDA events on the current
+    stream, each waited for before the next; ``before`` runs ahead of each call, untimed (e.g. an L2 flush)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(rounds):
+        if before is not None:
+            before()
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return times

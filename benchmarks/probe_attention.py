@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 import triton
 
-from actrack_fast.cuda_graphs import capture_graph
+from actrack_fast.cuda_graphs import capture_graph, event_times
 from kernels import attention as module
 
 TOKENS, HEADS, HEAD_DIM, CALLS = 768, 12, 64, 12
@@ -21,15 +21,7 @@ TILES = [(128, 64, 3, 4), (128, 128, 3, 8), (64, 64, 3, 4), (64, 128, 3, 4), (64
 
 def per_call_us(fn) -> float:
     graph = capture_graph(fn, warmup=2)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(50):
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / CALLS)
-    return statistics.median(times)
+    return statistics.median(event_times(graph.replay, 50)) * 1e3 / CALLS
 
 
 def main() -> None:

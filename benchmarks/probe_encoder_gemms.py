@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 import triton
 
+from actrack_fast.cuda_graphs import capture_graph, event_times
 from kernels import fused_linear as fl
 from kernels.attention import attention
 from kernels.layernorm import layernorm
@@ -26,25 +27,9 @@ LINEARS = (("injection", 768, 96, False, True), ("qkv", 2304, 768, False, False)
 
 def graph_us(fn, calls: int, samples: int = 30) -> float:
     """Median per-call time (us) of ``fn(i)`` for i < calls, captured in one CUDA graph."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for i in range(calls):
-            fn(i)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for i in range(calls):
-            fn(i)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(samples + 3):
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / calls)
-    return statistics.median(times[3:])
+    graph = capture_graph(lambda: [fn(i) for i in range(calls)])
+    times = event_times(graph.replay, samples + 3)
+    return statistics.median(times[3:]) * 1e3 / calls
 
 
 def main() -> None:

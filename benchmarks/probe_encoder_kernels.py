@@ -12,7 +12,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from actrack_fast import backend, build_model
-from actrack_fast.cuda_graphs import capture_graph
+from actrack_fast.cuda_graphs import capture_graph, event_times
 
 
 def main() -> None:
@@ -37,14 +37,7 @@ def main() -> None:
                     torch.cuda.synchronize()
                 kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
                 graph = capture_graph(encode, warmup=2)
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                times = []
-                for _ in range(60):
-                    start.record()
-                    graph.replay()
-                    end.record()
-                    end.synchronize()
-                    times.append(start.elapsed_time(end))
+                times = event_times(graph.replay, 60)
                 busy = sum(e.device_time for e in kernels) / 1e3
                 print(f"batch {batch}, {blocks} blocks: {len(kernels)} kernels, busy {busy:.3f} ms, "
                       f"graph replay {statistics.median(times[10:]):.3f} ms")

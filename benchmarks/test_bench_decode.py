@@ -30,7 +30,7 @@ import torch
 import triton
 
 from actrack_fast import fast_decoder
-from actrack_fast.cuda_graphs import capture_graph
+from actrack_fast.cuda_graphs import capture_graph, event_times
 from actrack_fast.decoding import decode_cached, decode_recompute
 from kernels import decode as kernels
 from tests.test_decode_triton import make_parts
@@ -71,17 +71,7 @@ def make_step(variant: str, parts, memory, prefix):
 
 
 def event_median_us(run, before=None) -> float:
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(ROUNDS):
-        if before is not None:
-            before()
-        start.record()
-        run()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1000)
-    return statistics.median(times)
+    return statistics.median(event_times(run, ROUNDS, before)) * 1000
 
 
 CASES = [("B256", batch, variant) for batch in (1, 64)
