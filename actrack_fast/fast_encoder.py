@@ -33,8 +33,8 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 def block_weights(block: Block, x: Optional[torch.Tensor] = None) -> BlockWeights:
     """The kernel-side view of a reference block's parameters; with ``x`` given, the Linear weights cast as
-    autocast would cast them for it (see ``_autocast_cast``)."""
-    cast = (lambda t: t) if x is None else (lambda t: _autocast_cast(t, x))  # noqa: E731
+    autocast would cast them for it (see ``_as_autocast_would``)."""
+    cast = (lambda t: t) if x is None else (lambda t: _as_autocast_would(t, x))  # noqa: E731
     return BlockWeights(
         norm1_weight=block.norm1.weight, norm1_bias=block.norm1.bias,
         qkv_weight=cast(block.attn.qkv.weight), qkv_bias=cast(block.attn.qkv.bias),
@@ -46,12 +46,17 @@ def block_weights(block: Block, x: Optional[torch.Tensor] = None) -> BlockWeight
     )
 
 
-def _autocast_cast(tensor: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A float32 Linear parameter in x's dtype when autocast runs in that dtype on x's device, as the reference's
-    Linear gets it from autocast (a cast per call, as there); anything else unchanged."""
+def _autocast_casts(tensor: torch.Tensor, x: torch.Tensor) -> bool:
+    """Whether autocast, running in x's dtype on x's device, hands ``tensor`` to a Linear in that dtype."""
     device = x.device.type
-    if (tensor.dtype == torch.float32 and x.dtype != torch.float32 and torch.is_autocast_enabled(device)
-            and torch.get_autocast_dtype(device) == x.dtype):
+    return (tensor.dtype != x.dtype and tensor.dtype in DTYPES and torch.is_autocast_enabled(device)
+            and torch.get_autocast_dtype(device) == x.dtype)
+
+
+def _as_autocast_would(tensor: Optional[torch.Tensor], x: torch.Tensor) -> Optional[torch.Tensor]:
+    """``tensor`` (an injection's input, a Linear's weight) as the reference's Linear gets it under autocast:
+    cast to x's dtype where autocast would cast it (a cast per call, as there), else unchanged."""
+    if tensor is not None and _autocast_casts(tensor, x):
         return tensor.to(x.dtype)
     return tensor
 
@@ -106,22 +111,14 @@ def fused_blocks_forward(blocks: Sequence[Block], x: torch.Tensor, additive: Opt
     with torch.no_grad():
         features = additive.reshape(rows, -1) if injected else None
         if len(injected) > 1 and rows * dim * len(injected) * x.element_size() <= BATCHED_INJECTION_MAX_BYTES:
-            stacked = torch.mm(features, _autocast_cast(_stacked_weight(injections, injected), x).t())
+            stacked = torch.mm(features, _as_autocast_would(_stacked_weight(injections, injected), x).t())
             parts = iter(stacked.split(dim, dim=1))
             projected = [None if linear is None else next(parts) for linear in chosen]
         else:
-            projected = [None if linear is None else torch.mm(features, _autocast_cast(linear.weight, x).t())
+            projected = [None if linear is None else torch.mm(features, _as_autocast_would(linear.weight, x).t())
                          for linear in chosen]
         return encoder_stack(x.contiguous(), [block_weights(block, x) for block in blocks], projected,
-                             [None if linear is None else _autocast_cast(linear.bias, x) for linear in chosen])
-
-
-def _as_autocast_would(additive: Optional[torch.Tensor], x: torch.Tensor) -> Optional[torch.Tensor]:
-    """Under autocast the reference's injection Linear casts its input to the autocast dtype: so do we."""
-    if additive is not None and torch.is_autocast_enabled(x.device.type) and additive.dtype != x.dtype \
-            and additive.dtype in DTYPES and x.dtype == torch.get_autocast_dtype(x.device.type):
-        return additive.to(x.dtype)
-    return additive
+                             [None if linear is None else _as_autocast_would(linear.bias, x) for linear in chosen])
 
 
 def _all_parameters(blocks: Sequence[Block], injections: Sequence[Optional[nn.Linear]], *tensors):
@@ -194,7 +191,7 @@ def _run_kernels(block: Block, x: torch.Tensor, additive: Optional[torch.Tensor]
         if injection is None:
             return encoder_block(x.contiguous(), block_weights(block, x))
         return encoder_block(x.contiguous(), block_weights(block, x), additive.contiguous(),
-                             _autocast_cast(injection.weight, x), _autocast_cast(injection.bias, x))
+                             _as_autocast_would(injection.weight, x), _as_autocast_would(injection.bias, x))
 
 
 def _check_inputs(block: Block, x: torch.Tensor, additive: Optional[torch.Tensor],
@@ -214,8 +211,7 @@ def _check_inputs(block: Block, x: torch.Tensor, additive: Optional[torch.Tensor
     # LayerNorm parameters may stay fp32 next to 16-bit weights, as in a model prepared for autocast (the
     # kernels compute the norms in fp32 either way).
     norms = [*block.norm1.parameters(), *block.norm2.parameters()]
-    _check_like("block parameters", [_autocast_cast(p, x) for p in block.parameters() if all(p is not n for n in norms)],
-                x)
+    _check_like("block parameters", [p for p in block.parameters() if all(p is not n for n in norms)], x)
     for norm in norms:
         if norm.dtype not in (x.dtype, torch.float32) or norm.device != x.device:
             raise TypeError(f"LayerNorm parameters ({norm.dtype}, {norm.device}) must be float32 or match x "
@@ -228,10 +224,11 @@ def _check_inputs(block: Block, x: torch.Tensor, additive: Optional[torch.Tensor
     if not isinstance(additive, torch.Tensor) or tuple(additive.shape) != expected:
         raise ValueError(f"additive must have shape {expected}, got {getattr(additive, 'shape', None)}")
     _check_like("additive", [additive], x)
-    _check_like("injection parameters", [_autocast_cast(p, x) for p in injection.parameters()], x)
+    _check_like("injection parameters", injection.parameters(), x)
 
 
 def _check_like(name: str, tensors, x: torch.Tensor) -> None:
+    """Each tensor on x's device and in x's dtype, or in a dtype that autocast turns into x's."""
     for t in tensors:
-        if t.dtype != x.dtype or t.device != x.device:
+        if (t.dtype != x.dtype and not _autocast_casts(t, x)) or t.device != x.device:
             raise TypeError(f"{name} ({t.dtype}, {t.device}) must match x ({x.dtype}, {x.device})")

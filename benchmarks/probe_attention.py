@@ -39,7 +39,8 @@ def main() -> None:
                     module._attention_kernel.fn[(triton.cdiv(TOKENS, block_m), batch * HEADS)](
                         qkv, out, TOKENS, batch, scale, NUM_HEADS=HEADS, HEAD_DIM=HEAD_DIM, PRECISION="tf32",
                         BLOCK_M=block_m, BLOCK_N=block_n, num_stages=stages, num_warps=warps)
-            print(f"| {batch} | Triton {block_m}x{block_n}, {stages} stages, {warps} warps | {per_call_us(tiles):.2f} |")
+            name = f"Triton {block_m}x{block_n}, {stages} stages, {warps} warps"
+            print(f"| {batch} | {name} | {per_call_us(tiles):.2f} |")
         print(f"| {batch} | Triton, autotuned | "
               f"{per_call_us(lambda: [module.attention(qkv, batch, HEADS) for qkv in qkvs]):.2f} |")
 
