@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from actrack_fast import backend, build_model
 from actrack_fast import fast_encoder
-from actrack_fast.encoder import LAYER_NORM_EPS, Block, VisionTransformer
+from actrack_fast.encoder import LAYER_NORM_EPS, Block
 from actrack_fast.config import get_config
 from kernels.attention import attention
 from kernels.fused_linear import fused_linear, linear_pointer, linear_tma, uses_tma
