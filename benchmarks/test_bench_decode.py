@@ -107,18 +107,6 @@ def test_decode(benchmark, shape, batch, variant):
     RESULTS.append(record)
 
 
-def phase_names(shape: kernels.DecoderShape, cross: str) -> dict[int, str]:
-    """Name of each phase launch; -1 is the cached form's memory projection (cuBLAS GEMMs before phase 0)."""
-    layer = ["self", "cross"] if cross == "cached" else ["self", "cross-query", "cross-scores", "cross-value"]
-    per_step = [f"{kind}" for _ in range(shape.layers) for kind in layer + ["ffn"]] + ["vocab-hidden", "vocab-logits"]
-    end = kernels.phase_count(shape, cross)
-    names = {phase: per_step[phase % len(per_step)] for phase in range(end - 1)}
-    names[end - 1] = "select"
-    if cross == "cached":
-        names[-1] = "project-memory"
-    return names
-
-
 @pytest.mark.parametrize("shape,batch", [("B256", 1), ("B256", 64)])
 @torch.no_grad()
 def test_phase_profile(shape, batch):
@@ -131,7 +119,7 @@ def test_phase_profile(shape, batch):
     step, workspace = make_step("triton-phases", parts, memory, prefix)
     step()
     cross = workspace.key[4].cross
-    names = phase_names(parts.packed()[0], cross)
+    names = kernels.phase_names(parts.packed()[0], cross)
     per_phase = {phase: [] for phase in names}
     for _ in range(ROUNDS):
         events = {}

@@ -262,6 +262,13 @@ def _select_token(stats_ptr, b, valid, NVC, NVC_P2: tl.constexpr):
 
 
 @triton.jit
+def _global_time():
+    """The GPU's global nanosecond timer (comparable across SMs), read after every warp got here."""
+    tl.debug_barrier()
+    return tl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l", [], dtype=tl.int64, is_pure=False, pack=1)
+
+
+@triton.jit
 def _grid_barrier(sync_ptr, target):
     """Wait until every program has arrived ``target // num_programs`` times (counter never reset mid-run)."""
     tl.debug_barrier()  # every thread's global writes are issued before the release below
@@ -673,7 +680,7 @@ def _final_select_phase(pid, nprog, B, stats_ptr, NVC, tokens_ptr, probs_ptr, NV
 def _decode_kernel(
     w_ptr, emb_ptr, qpos_ptr, mem_ptr, mpos_ptr, mpos_bstride, prefix_ptr, window_ptr,
     kv_self_ptr, kv_cross_ptr, qt_ptr, ctx_ptr, cstats_ptr, act_ptr, part_ptr, stats_ptr, scratch_ptr, sync_ptr,
-    tokens_ptr, probs_ptr, logits_ptr,
+    tokens_ptr, probs_ptr, logits_ptr, timeline_ptr,
     B, M, NPRE, NVC, use_window, store_logits, phase_begin, phase_end,
     LO_SELF_W: tl.constexpr, LO_SELF_B: tl.constexpr, LO_SELF_OUT_W: tl.constexpr, LO_SELF_OUT_B: tl.constexpr,
     LO_CROSS_W: tl.constexpr, LO_CROSS_B: tl.constexpr, LO_CROSS_OUT_W: tl.constexpr,
@@ -688,11 +695,13 @@ def _decode_kernel(
     VC: tl.constexpr, NPART: tl.constexpr, NVC_P2: tl.constexpr,
     KC_HEAD: tl.constexpr, KC_OUT: tl.constexpr, KC_FFN1: tl.constexpr, KC_FFN2: tl.constexpr,
     KC_V0: tl.constexpr, KC_V1: tl.constexpr, KC_V2: tl.constexpr, KC_KEYT: tl.constexpr,
-    MCH: tl.constexpr, CROSS_ABSORBED: tl.constexpr,
+    MCH: tl.constexpr, CROSS_ABSORBED: tl.constexpr, TIMELINE: tl.constexpr = False,
 ):
     """Phases [phase_begin, phase_end) of the decode (see the module docstring): per step and layer,
     self-attention, cross-attention (one phase cached; query, scores, value absorbed), feed-forward; then
-    vocabulary hidden and vocabulary logits; the last phase picks the final token."""
+    vocabulary hidden and vocabulary logits; the last phase picks the final token. With ``TIMELINE``, each
+    program records the global timer when it starts a phase and when it reaches the barrier after it, at
+    ``timeline_ptr[phase - phase_begin, program, 0 / 1]`` (profiling only)."""
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     gw_ptr = w_ptr + GLOBAL_BASE
@@ -704,6 +713,8 @@ def _decode_kernel(
         # Partial sums alternate between two buffers: a phase reads its predecessor's while writing its own.
         part_in = part_ptr + (p % 2) * part_size
         part_out = part_ptr + ((p + 1) % 2) * part_size
+        if TIMELINE:
+            tl.store(timeline_ptr + ((p - phase_begin) * nprog + pid) * 2, _global_time())
         if p == 4 * PER_STEP:  # after the 4 steps
             _final_select_phase(pid, nprog, B, stats_ptr, NVC, tokens_ptr, probs_ptr, NVC_P2, ROWS)
         else:
@@ -752,6 +763,8 @@ def _decode_kernel(
                 _vocab_logits_phase(pid, nprog, s, B, NPRE, gw_ptr, window_ptr, use_window, store_logits,
                                     logits_ptr, part_in, stats_ptr, NVC, scr_ptr, GO_VOCAB1_B, GO_VOCAB2_W,
                                     GO_VOCAB2_B, D, V, BINS, HC, VC, NPART, NVC_P2, ROWS, QMAX, KC_V2)
+        if TIMELINE:
+            tl.store(timeline_ptr + ((p - phase_begin) * nprog + pid) * 2 + 1, _global_time())
         if p + 1 < phase_end:
             _grid_barrier(sync_ptr, (p - phase_begin + 1) * nprog)
     if phase_end - phase_begin > 1:
@@ -933,6 +946,19 @@ def phase_count(shape: DecoderShape, cross: str) -> int:
     return 1 + NUM_STEPS * (per_layer * shape.layers + 2)
 
 
+def phase_names(shape: DecoderShape, cross: str) -> dict[int, str]:
+    """The kind of each phase, in launch order (the dispatch in ``_decode_kernel``); -1 names the cached
+    form's memory projection (cuBLAS GEMMs before phase 0)."""
+    layer = ["self", "cross"] if cross == "cached" else ["self", "cross-query", "cross-scores", "cross-value"]
+    per_step = [kind for _ in range(shape.layers) for kind in layer + ["ffn"]] + ["vocab-hidden", "vocab-logits"]
+    end = phase_count(shape, cross)
+    names = {phase: per_step[phase % len(per_step)] for phase in range(end - 1)}
+    names[end - 1] = "select"
+    if cross == "cached":
+        names[-1] = "project-memory"
+    return names
+
+
 @contextlib.contextmanager
 def _ieee_matmul():
     """cuBLAS float32 GEMMs in full float32 (no TF32) whatever the caller's setting: the decode's tokens must
@@ -998,7 +1024,8 @@ def kernel_constants(shape: DecoderShape, memory_tokens: int, config: LaunchConf
 def decode(weights: torch.Tensor, shape: DecoderShape, word_embeddings: torch.Tensor, query_pos: torch.Tensor,
            memory: torch.Tensor, memory_pos: torch.Tensor, prefix: torch.Tensor, window: Optional[torch.Tensor],
            *, persistent: bool = True, return_logits: bool = False, workspace: Optional[DecodeWorkspace] = None,
-           config: Optional[LaunchConfig] = None, before_phase: Optional[Callable[[int], None]] = None):
+           config: Optional[LaunchConfig] = None, before_phase: Optional[Callable[[int], None]] = None,
+           timeline: Optional[torch.Tensor] = None):
     """Launch the decode. Inputs are assumed validated (see ``actrack_fast.fast_decoder``):
 
     weights: :func:`pack_weights` buffer; word_embeddings (vocab, D); query_pos (>= K + 4, D);
@@ -1008,6 +1035,8 @@ def decode(weights: torch.Tensor, shape: DecoderShape, word_embeddings: torch.Te
     Launches only: no host synchronisation, so it can be captured in a CUDA graph once warm.
     ``before_phase(phase)`` (one launch per phase only) runs before each launch, e.g. to record an event, and
     with cached cross-attention ``before_phase(-1)`` before the memory projection's GEMMs.
+    ``timeline`` (persistent only; profiling): an int64 (phases, programs, 2) tensor that receives each
+    program's global-timer stamps at the start of each phase and at its barrier (nanoseconds).
     """
     B, M, D = memory.shape
     prefix_len = prefix.shape[1]
@@ -1020,12 +1049,18 @@ def decode(weights: torch.Tensor, shape: DecoderShape, word_embeddings: torch.Te
     probs = torch.empty(B, NUM_STEPS, device=device, dtype=torch.float32)
     logits = torch.empty(B, NUM_STEPS, shape.vocab, device=device) if return_logits else probs
     constants = kernel_constants(shape, M, config, workspace)
+    phases = phase_count(shape, config.cross)
+    if timeline is not None:
+        expected = (phases, config.programs, 2)
+        if not persistent or tuple(timeline.shape) != expected or timeline.dtype != torch.int64:
+            raise ValueError(f"timeline needs persistent=True and an int64 tensor of shape {expected}")
+        constants["TIMELINE"] = True
     args = (
         weights, word_embeddings, query_pos, memory, memory_pos, memory_pos.stride(0) if memory_pos.shape[0] > 1 else 0,
         prefix, window if window is not None else probs,
         workspace.kv_self, workspace.kv_cross, workspace.folded_queries, workspace.chunk_sums,
         workspace.chunk_stats, workspace.act, workspace.part, workspace.stats, workspace.scratch,
-        workspace.sync, tokens, probs, logits,
+        workspace.sync, tokens, probs, logits, timeline if timeline is not None else tokens,
         B, M, prefix_len, workspace.n_vocab_chunks, int(window is not None), int(return_logits),
     )
     grid = (config.programs,)
@@ -1033,7 +1068,6 @@ def decode(weights: torch.Tensor, shape: DecoderShape, word_embeddings: torch.Te
         if before_phase is not None and not persistent:
             before_phase(-1)
         project_memory(weights, shape, memory, memory_pos, workspace.kv_cross)
-    phases = phase_count(shape, config.cross)
     if persistent:
         _decode_kernel[grid](*args, 0, phases, num_warps=config.num_warps, **constants)
     else:

@@ -312,6 +312,20 @@ def test_launch_config_is_checked():
         kernels.LaunchConfig(rows=1, programs=1, cross="projected")
 
 
+def test_timeline_needs_one_launch_and_its_shape():
+    parts = make_parts("tiny", 0)
+    memory, prefix = torch.randn(1, parts.memory_tokens, parts.memory_pos.shape[-1]), parts.prefix(1, "cpu")
+    shape, weights = parts.packed()
+    phases = kernels.phase_count(shape, "cached")
+    args = (weights, shape, parts.decoder.embedding.word_embeddings.weight.detach(), parts.query_pos, memory,
+            parts.memory_pos, prefix, parts.window)
+    good = torch.zeros(phases, 1, 2, dtype=torch.int64)
+    config = kernels.LaunchConfig(rows=1, programs=1)
+    for persistent, timeline in ((False, good), (True, good[:-1]), (True, good.int())):
+        with pytest.raises(ValueError, match="timeline needs persistent=True"):
+            kernels.decode(*args, persistent=persistent, config=config, timeline=timeline)
+
+
 # --- GPU ---------------------------------------------------------------------------------------------------
 @pytest.fixture
 def exact_fp32():
@@ -392,3 +406,25 @@ def test_gpu_cuda_graph_replay_matches_eager(batch, exact_fp32):
         eager = run()
         assert torch.equal(captured.tokens, eager.tokens)
         assert torch.equal(captured.probs, eager.probs)
+
+
+@pytest.mark.cuda
+@torch.no_grad()
+def test_gpu_timeline_is_ordered_and_changes_no_result(exact_fp32):
+    parts = make_parts("B256", 0, "cuda")
+    memory = torch.randn(1, parts.memory_tokens, 256, device="cuda")
+    prefix = parts.prefix(1, "cuda")
+    config = kernels.default_launch_config(1, 1, memory.device, True)
+    plain = run_kernel(parts, memory, prefix, True, config, True)
+    shape, weights = parts.packed()
+    timeline = torch.zeros(kernels.phase_count(shape, config.cross), config.programs, 2, dtype=torch.int64,
+                           device="cuda")
+    timed = kernels.decode(weights, shape, parts.decoder.embedding.word_embeddings.weight.detach(), parts.query_pos,
+                           memory, parts.memory_pos, prefix, parts.window, return_logits=True, config=config,
+                           timeline=timeline)
+    for a, b in zip(plain[:3], timed):
+        assert torch.equal(a, b)
+    start, end = timeline[..., 0], timeline[..., 1]
+    assert (start > 0).all() and (end >= start).all()
+    # No program starts a phase before every program has reached the barrier after the previous one.
+    assert (start[1:].min(dim=1).values >= end[:-1].max(dim=1).values).all()
