@@ -29,10 +29,6 @@ from .decoder import NUM_COORDINATES, SeqTrackDecoder
 from .decoding import DecodeResult, decode_cached, tokens_to_boxes
 from .validation import check_tensor
 
-# From this batch on, the absorbed cross-attention (no memory projection) runs the decode; below it the cached
-# form's shorter per-step chain wins. H100, B256: B = 1 cached 253 us vs absorbed 384; B = 64 absorbed 2037 us
-# vs cached 3671 (benchmarks/NOTES.md); batches in between were not measured.
-ABSORBED_FROM_BATCH = 16
 MAX_PROMPT_TOKENS = 4
 
 
@@ -177,9 +173,8 @@ def decode(decoder: SeqTrackDecoder, vocab_embed: nn.Module, memory: torch.Tenso
 
     prepared = _prepare(decoder, vocab_embed, shape, device)
     config = kernels.default_launch_config(B, prefix.shape[1], device, persistent)
-    if cross is None:
-        cross = "absorbed" if B >= ABSORBED_FROM_BATCH else "cached"
-    config = dataclasses.replace(config, cross=cross)
+    if cross is not None:
+        config = dataclasses.replace(config, cross=cross)
     key = (B, M, prefix.shape[1], config)
     workspace = prepared.workspaces.get(key)
     if workspace is None:

@@ -49,10 +49,9 @@ def timeline_table(batch: int) -> list[str]:
     memory = torch.randn(batch, parts.memory_tokens, shape.dim, device="cuda")
     prefix = parts.prefix(batch, "cuda")
     config = kernels.default_launch_config(batch, prefix.shape[1], memory.device, True)
-    cross = "absorbed" if batch >= 16 else "cached"
-    config = kernels.LaunchConfig(**{**config.__dict__, "cross": cross})
+    cross = config.cross
     workspace = kernels.DecodeWorkspace(shape, batch, memory.shape[1], prefix.shape[1], config, memory.device)
-    names = kernels.phase_names(shape, cross)
+    names = kernels.phase_names(shape, config)
     phases = kernels.phase_count(shape, cross)
     timeline = torch.zeros(phases, config.programs, 2, dtype=torch.int64, device="cuda")
     embeddings = parts.decoder.embedding.word_embeddings.weight.detach()
@@ -93,7 +92,7 @@ def timeline_table(batch: int) -> list[str]:
         def project():
             kernels.project_memory(weights, shape, memory, parts.memory_pos, out)
         graph = capture_graph(project, 1, warmup=2)
-        lines += ["", f"memory projection (cuBLAS, in a graph): "
+        lines += ["", f"memory projection with cuBLAS (in a graph; the path above PROJECT_IN_KERNEL_MAX_BATCH): "
                       f"{statistics.median(event_times(graph.replay, ROUNDS)) * 1000:.1f} us"]
     return lines
 

@@ -1,6 +1,6 @@
 """The 4-token coordinate decode: Triton (kernels/decode.py) against the PyTorch decodes, all in CUDA graphs.
 
-Decoder shapes B256 (256 memory tokens) and L384 (576), B = 1 and 64 targets, K = 0, window on, float32.
+Decoder shapes B256 (256 memory tokens) and L384 (576), B = 1 and 64 targets (and 8 for B256), K = 0, window on, float32.
 Variants: ``recompute`` (SeqTrack's loop, four full decoder passes) and ``cached`` (the KV-cached reference)
 in PyTorch; ``triton`` (the default: one persistent launch, cross-attention form by batch size),
 ``triton-other`` (the other cross-attention form), ``triton-phases`` (one launch per phase), ``triton-wN`` (N warps per
@@ -29,7 +29,6 @@ import pytest
 import torch
 import triton
 
-from actrack_fast import fast_decoder
 from actrack_fast.cuda_graphs import capture_graph, event_times
 from actrack_fast.decoding import decode_cached, decode_recompute
 from kernels import decode as kernels
@@ -61,7 +60,7 @@ def make_step(variant: str, parts, memory, prefix):
         fn = decode_recompute if variant == "recompute" else decode_cached
         return (lambda: fn(parts.decoder, parts.vocab_embed, memory, parts.memory_pos, prefix, parts.query_pos,
                            parts.bins, parts.window)), None
-    default = "absorbed" if memory.shape[0] >= fast_decoder.ABSORBED_FROM_BATCH else "cached"
+    default = kernels.default_launch_config(memory.shape[0], prefix.shape[1], memory.device, True).cross
     other = "cached" if default == "absorbed" else "absorbed"
     cross = other if variant == "triton-other" else default
     tiling = {}
@@ -76,7 +75,8 @@ def event_median_us(run, before=None) -> float:
 
 CASES = [("B256", batch, variant) for batch in (1, 64)
          for variant in ("recompute", "cached", "triton", "triton-other", "triton-phases", "triton-w16")]
-CASES += [("L384", batch, variant) for batch in (1, 64) for variant in ("recompute", "cached", "triton")]
+CASES += [("B256", 8, variant) for variant in ("cached", "triton", "triton-other")]
+CASES += [("L384", batch, variant) for batch in (1, 64) for variant in ("recompute", "cached", "triton", "triton-other")]
 CASES += [("B256", 1, "triton-p64"), ("B256", 1, "triton-w4")]
 
 
@@ -119,7 +119,7 @@ def test_phase_profile(shape, batch):
     step, workspace = make_step("triton-phases", parts, memory, prefix)
     step()
     cross = workspace.key[4].cross
-    names = kernels.phase_names(parts.packed()[0], cross)
+    names = kernels.phase_names(parts.packed()[0], workspace.key[4])
     per_phase = {phase: [] for phase in names}
     for _ in range(ROUNDS):
         events = {}
