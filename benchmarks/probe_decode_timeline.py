@@ -51,7 +51,7 @@ def timeline_table(batch: int) -> list[str]:
     config = kernels.default_launch_config(batch, prefix.shape[1], memory.device, True)
     cross = config.cross
     workspace = kernels.DecodeWorkspace(shape, batch, memory.shape[1], prefix.shape[1], config, memory.device)
-    names = kernels.phase_names(shape, config)
+    names = kernels.phase_names(shape, cross)
     phases = kernels.phase_count(shape, cross)
     timeline = torch.zeros(phases, config.programs, 2, dtype=torch.int64, device="cuda")
     embeddings = parts.decoder.embedding.word_embeddings.weight.detach()
@@ -92,7 +92,7 @@ def timeline_table(batch: int) -> list[str]:
         def project():
             kernels.project_memory(weights, shape, memory, parts.memory_pos, out)
         graph = capture_graph(project, 1, warmup=2)
-        lines += ["", f"memory projection with cuBLAS (in a graph; the path above PROJECT_IN_KERNEL_MAX_BATCH): "
+        lines += ["", f"memory projection (cuBLAS, in a graph, before the kernel): "
                       f"{statistics.median(event_times(graph.replay, ROUNDS)) * 1000:.1f} us"]
     return lines
 

@@ -1,6 +1,7 @@
 """The 4-token coordinate decode: Triton (kernels/decode.py) against the PyTorch decodes, all in CUDA graphs.
 
-Decoder shapes B256 (256 memory tokens) and L384 (576), B = 1 and 64 targets (and 8 for B256), K = 0, window on, float32.
+Decoder shapes B256 (256 memory tokens) and L384 (576), B = 1 and 64 targets (and 8 for B256), K = 0, window on,
+float32.
 Variants: ``recompute`` (SeqTrack's loop, four full decoder passes) and ``cached`` (the KV-cached reference)
 in PyTorch; ``triton`` (the default: one persistent launch, cross-attention form by batch size),
 ``triton-other`` (the other cross-attention form), ``triton-phases`` (one launch per phase), ``triton-wN`` (N warps per
@@ -119,7 +120,7 @@ def test_phase_profile(shape, batch):
     step, workspace = make_step("triton-phases", parts, memory, prefix)
     step()
     cross = workspace.key[4].cross
-    names = kernels.phase_names(parts.packed()[0], workspace.key[4])
+    names = kernels.phase_names(parts.packed()[0], cross)
     per_phase = {phase: [] for phase in names}
     for _ in range(ROUNDS):
         events = {}

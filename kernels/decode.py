@@ -21,11 +21,10 @@ combines those statistics into the chosen token, and one last phase picks the fo
 projections are split by *input* columns, so each unit writes a partial sum that the next phase adds up
 while it loads the rows for its LayerNorm: no phase waits for a reduction of its own.
 
-Cross-attention memory. ``cross="cached"`` projects the memory once per frame (keys from memory + memory
-positions, values from memory, every layer at once into one (B, M, 2, L, D) buffer) and attends over those
-per head. Small batches project inside the kernel, on the programs the first self-attention phase leaves
-idle (``LaunchConfig.project_in_kernel``); larger ones before the kernel with cuBLAS float32 GEMMs on the
-host's stream (:func:`project_memory`; TF32 off whatever the caller's setting). ``cross="absorbed"`` never
+Cross-attention memory. ``cross="cached"`` projects the memory once per frame, before the kernel, with
+cuBLAS float32 GEMMs on the host's stream (:func:`project_memory`: keys from memory + memory positions,
+values from memory, every layer at once into one (B, M, 2, L, D) buffer; TF32 off whatever the caller's
+setting), and attends over those per head, reading the GEMM's output in place. ``cross="absorbed"`` never
 projects the memory: a head's score q·(W_k (m + p) + b_k) equals (W_kᵀ q)·(m + p) plus a per-query constant
 that the softmax cancels, and its output W_v (Σ a m) + b_v; so each (sample, memory chunk) unit scores all
 heads against the raw memory, and a third unit set applies W_v and the output projection. The cached form
@@ -287,37 +286,6 @@ def _grid_barrier(sync_ptr, target):
 # ------------------------------------------------------------------------------------------------------
 # Phases
 # ------------------------------------------------------------------------------------------------------
-@triton.jit
-def _project_memory_tiles(pid, nprog, first, B, M, mem_ptr, mpos_ptr, mpos_bstride, gw_ptr, kv_cross_ptr,
-                          GO_CROSS_KV_W: tl.constexpr, GO_CROSS_KV_B: tl.constexpr, L: tl.constexpr,
-                          D: tl.constexpr, PM: tl.constexpr, PN: tl.constexpr, PK: tl.constexpr):
-    """The cached form's memory projection inside the kernel, as (PM memory rows x PN output columns) tiles:
-    keys ((memory + positions) W_kᵀ + b_k) and values (memory W_vᵀ + b_v) of every layer, in the layout of
-    :func:`project_memory`. Tile ``t`` goes to program ``(first + t) % nprog``, so that it starts on the
-    programs the phase it shares leaves idle (``first`` of them are busy). A tile's columns are all keys or all
-    values (PN divides L·D)."""
-    LD: tl.constexpr = L * D
-    m_tiles = tl.cdiv(M, PM)
-    n_tiles: tl.constexpr = 2 * LD // PN
-    ks = tl.arange(0, PK)
-    for t in range((pid + nprog - first % nprog) % nprog, B * m_tiles * n_tiles, nprog):
-        b = (t // (m_tiles * n_tiles)).to(tl.int64)
-        m = (t // n_tiles) % m_tiles * PM + tl.arange(0, PM)
-        n = t % n_tiles * PN + tl.arange(0, PN)
-        inside = m < M
-        with_positions = inside & (t % n_tiles * PN < LD)  # key columns: the input is memory + positions
-        memory_rows = mem_ptr + (b * M + m)[:, None] * D
-        position_rows = mpos_ptr + b * mpos_bstride + m[:, None] * D
-        acc = tl.zeros((PM, PN), tl.float32)
-        for k0 in tl.range(0, D, PK, num_stages=2):
-            a = tl.load(memory_rows + (k0 + ks)[None, :], mask=inside[:, None], other=0.0) \
-                + tl.load(position_rows + (k0 + ks)[None, :], mask=with_positions[:, None], other=0.0)
-            w = tl.load(gw_ptr + GO_CROSS_KV_W + n[:, None] * D + (k0 + ks)[None, :])
-            acc += tl.dot(a, tl.trans(w), input_precision="ieee")
-        acc += tl.load(gw_ptr + GO_CROSS_KV_B + n)[None, :]
-        tl.store(kv_cross_ptr + (b * M + m)[:, None] * (2 * LD) + n[None, :], acc, mask=inside[:, None])
-
-
 @triton.jit
 def _self_attention_phase(pid, nprog, s, layer, B, NPRE, prefix_ptr, emb_ptr, qpos_ptr, stats_ptr, NVC,
                           tokens_ptr, probs_ptr, lw_ptr, prev_lw_ptr, gw_ptr, act_ptr, part_in, part_out,
@@ -727,8 +695,7 @@ def _decode_kernel(
     VC: tl.constexpr, NPART: tl.constexpr, NVC_P2: tl.constexpr,
     KC_HEAD: tl.constexpr, KC_OUT: tl.constexpr, KC_FFN1: tl.constexpr, KC_FFN2: tl.constexpr,
     KC_V0: tl.constexpr, KC_V1: tl.constexpr, KC_V2: tl.constexpr, KC_KEYT: tl.constexpr,
-    MCH: tl.constexpr, CROSS_ABSORBED: tl.constexpr, PROJECT_IN_KERNEL: tl.constexpr, PM: tl.constexpr,
-    PN: tl.constexpr, PK: tl.constexpr, TIMELINE: tl.constexpr = False,
+    MCH: tl.constexpr, CROSS_ABSORBED: tl.constexpr, TIMELINE: tl.constexpr = False,
 ):
     """Phases [phase_begin, phase_end) of the decode (see the module docstring): per step and layer,
     self-attention, cross-attention (one phase cached; query, scores, value absorbed), feed-forward; then
@@ -763,13 +730,6 @@ def _decode_kernel(
                                           part_in, part_out, kv_self_ptr, scr_ptr, LO_SELF_W, LO_SELF_B,
                                           LO_SELF_OUT_W, LO_LIN2_B, LO_NORM3_W, GO_EMB_NORM_W, L, D, H, F, FC,
                                           NPART, NVC_P2, ROWS, QMAX, KC_HEAD, KC_OUT)
-                    if PROJECT_IN_KERNEL and p == 0:
-                        # The first cross-attention phase is the first reader: the first self-attention phase
-                        # keeps only a few programs busy at small batches, the others project the memory.
-                        nq, nqp, pos0 = _step_geometry(s, NPRE, QMAX)
-                        _project_memory_tiles(pid, nprog, tl.cdiv(B, ROWS // nqp) * H, B, M, mem_ptr, mpos_ptr,
-                                              mpos_bstride, gw_ptr, kv_cross_ptr, GO_CROSS_KV_W, GO_CROSS_KV_B, L,
-                                              D, PM, PN, PK)
                 elif kind == PER_LAYER - 1:
                     _feed_forward_phase(pid, nprog, s, B, NPRE, lw_ptr, act_ptr, part_in, part_out, scr_ptr,
                                         LO_CROSS_OUT_B, LO_LIN1_W, LO_LIN1_B, LO_LIN2_W, LO_NORM2_W, D, H, F, FC,
@@ -926,13 +886,10 @@ class LaunchConfig:
     vocab_chunk: int = 32
     memory_chunk: int = 32
     num_warps: int = 8
-    project_in_kernel: bool = False
 
     def __post_init__(self) -> None:
         if self.cross not in CROSS_MODES:
             raise ValueError(f"cross must be one of {CROSS_MODES}, got {self.cross!r}")
-        if self.project_in_kernel and self.cross != "cached":
-            raise ValueError("project_in_kernel needs cross='cached' (the absorbed form projects no memory)")
         for name in ("rows", "ffn_chunk", "hidden_chunk", "vocab_chunk", "memory_chunk"):
             value = getattr(self, name)
             if value < 1 or value & (value - 1):
@@ -945,10 +902,6 @@ class LaunchConfig:
 # (1512 us vs 2055 with 16 rows, absorbed); the cached form beat the absorbed one at both. Larger batches were
 # not measured, and there a unit per sample re-reads every weight once per sample.
 GEMV_MAX_BATCH = 64
-# Up to this batch the cached form projects the memory inside the kernel, on the programs that the first
-# self-attention phase leaves idle; above it the projection's FMA work would lengthen that phase more than the
-# cuBLAS GEMMs before the kernel take.
-PROJECT_IN_KERNEL_MAX_BATCH = 8
 
 
 def default_launch_config(batch: int, prefix_len: int, device: torch.device, persistent: bool) -> LaunchConfig:
@@ -966,7 +919,7 @@ def default_launch_config(batch: int, prefix_len: int, device: torch.device, per
         programs = 1 if persistent else 4
     chunk = 64 if rows >= 16 else 32
     return LaunchConfig(rows=rows, programs=programs, cross="cached" if small else "absorbed", ffn_chunk=chunk,
-                        hidden_chunk=chunk, vocab_chunk=chunk, project_in_kernel=batch <= PROJECT_IN_KERNEL_MAX_BATCH)
+                        hidden_chunk=chunk, vocab_chunk=chunk)
 
 
 class DecodeWorkspace:
@@ -997,9 +950,6 @@ class DecodeWorkspace:
         self.sync = torch.zeros(4, device=device, dtype=torch.int32)
 
 
-PROJECTION_TILE = (32, 64, 32)  # in-kernel memory projection: memory rows, output columns, reduction chunk
-
-
 def phase_count(shape: DecoderShape, cross: str) -> int:
     """Phases of a decode: per step, 3 (cached) or 5 (absorbed) per layer and 2 for the vocabulary; then the
     final token's selection."""
@@ -1007,18 +957,15 @@ def phase_count(shape: DecoderShape, cross: str) -> int:
     return 1 + NUM_STEPS * (per_layer * shape.layers + 2)
 
 
-def phase_names(shape: DecoderShape, config: LaunchConfig) -> dict[int, str]:
-    """The kind of each phase, in launch order (the dispatch in ``_decode_kernel``); -1 names the memory
-    projection's cuBLAS GEMMs before phase 0 where there are any."""
-    cached = config.cross == "cached"
-    layer = ["self", "cross"] if cached else ["self", "cross-query", "cross-scores", "cross-value"]
+def phase_names(shape: DecoderShape, cross: str) -> dict[int, str]:
+    """The kind of each phase, in launch order (the dispatch in ``_decode_kernel``); -1 names the cached
+    form's memory projection (cuBLAS GEMMs before phase 0)."""
+    layer = ["self", "cross"] if cross == "cached" else ["self", "cross-query", "cross-scores", "cross-value"]
     per_step = [kind for _ in range(shape.layers) for kind in layer + ["ffn"]] + ["vocab-hidden", "vocab-logits"]
-    end = phase_count(shape, config.cross)
+    end = phase_count(shape, cross)
     names = {phase: per_step[phase % len(per_step)] for phase in range(end - 1)}
     names[end - 1] = "select"
-    if cached and config.project_in_kernel:
-        names[0] = "self+project-memory"
-    elif cached:
+    if cross == "cached":
         names[-1] = "project-memory"
     return names
 
@@ -1081,8 +1028,7 @@ def kernel_constants(shape: DecoderShape, memory_tokens: int, config: LaunchConf
         KC_FFN2=_k_chunk(config.ffn_chunk, D, rows), KC_V0=_k_chunk(D, config.hidden_chunk, rows),
         KC_V1=_k_chunk(config.hidden_chunk, D, rows), KC_V2=_k_chunk(D, config.vocab_chunk, rows),
         KC_KEYT=_k_chunk(DH, D, rows), MCH=config.memory_chunk,
-        CROSS_ABSORBED=config.cross == "absorbed", PROJECT_IN_KERNEL=config.project_in_kernel,
-        PM=PROJECTION_TILE[0], PN=PROJECTION_TILE[1], PK=PROJECTION_TILE[2] if not _interpreting() else D,
+        CROSS_ABSORBED=config.cross == "absorbed",
     )
 
 
@@ -1132,7 +1078,7 @@ def decode(weights: torch.Tensor, shape: DecoderShape, word_embeddings: torch.Te
         B, M, prefix_len, workspace.n_vocab_chunks, int(window is not None), int(return_logits),
     )
     grid = (config.programs,)
-    if config.cross == "cached" and not config.project_in_kernel:
+    if config.cross == "cached":
         if before_phase is not None and not persistent:
             before_phase(-1)
         project_memory(weights, shape, memory, memory_pos, workspace.kv_cross)

@@ -155,10 +155,18 @@ def test_interpreter_per_sample_memory_positions():
         assert_matches(expected, expected_logits, tokens, probs, logits)
 
 
-def assert_projection_matches(parts: DecoderParts, memory, memory_pos, out) -> None:
-    """``out`` (B, M, 2, L, D) holds each layer's multihead_attn in-projection keys (of memory + positions) and
-    values (of memory)."""
-    D = memory.shape[-1]
+@pytest.mark.parametrize("position_batch", [1, 3])
+@torch.no_grad()
+def test_memory_projection_matches_the_attention_projections(position_batch):
+    """project_memory's keys/values against each layer's multihead_attn in-projection, in its documented
+    (B, M, 2, L, D) layout."""
+    parts = make_parts("tiny", 0)
+    shape, weights = parts.packed()
+    D, L = shape.dim, shape.layers
+    memory = torch.randn(3, parts.memory_tokens, D)
+    memory_pos = torch.randn(position_batch, parts.memory_tokens, D)
+    out = torch.full((3, parts.memory_tokens, 2, L, D), float("nan"))
+    kernels.project_memory(weights, shape, memory, memory_pos, out)
     for layer, block in enumerate(parts.decoder.body.layers):
         w = block.multihead_attn.in_proj_weight.detach().double()
         b = block.multihead_attn.in_proj_bias.detach().double()
@@ -166,40 +174,6 @@ def assert_projection_matches(parts: DecoderParts, memory, memory_pos, out) -> N
         values = memory.double() @ w[2 * D :].T + b[2 * D :]
         torch.testing.assert_close(out[:, :, 0, layer].double(), keys, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(out[:, :, 1, layer].double(), values, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("position_batch", [1, 3])
-@torch.no_grad()
-def test_memory_projection_matches_the_attention_projections(position_batch):
-    """project_memory (cuBLAS, before the kernel) in its documented (B, M, 2, L, D) layout."""
-    parts = make_parts("tiny", 0)
-    shape, weights = parts.packed()
-    memory = torch.randn(3, parts.memory_tokens, shape.dim)
-    memory_pos = torch.randn(position_batch, parts.memory_tokens, shape.dim)
-    out = torch.full((3, parts.memory_tokens, 2, shape.layers, shape.dim), float("nan"))
-    kernels.project_memory(weights, shape, memory, memory_pos, out)
-    assert_projection_matches(parts, memory, memory_pos, out)
-
-
-@pytest.mark.interpreter
-@pytest.mark.parametrize("persistent,programs", [(True, 1), (False, 3)])
-@torch.no_grad()
-def test_in_kernel_memory_projection_matches_the_attention_projections(persistent, programs):
-    """The projection inside the first phase, with per-sample positions, tiles spread over every program
-    (the tiny memory has several row tiles and a ragged last one) and the decode's results."""
-    parts = make_parts("tiny", 0)
-    tokens_in_memory = parts.memory_tokens - 24  # not a multiple of the 32-row projection tile
-    memory = torch.randn(3, tokens_in_memory, parts.memory_pos.shape[-1])
-    memory_pos = torch.randn(3, tokens_in_memory, memory.shape[-1])
-    prefix = parts.prefix(3, "cpu")
-    config = kernels.LaunchConfig(rows=1, programs=programs, project_in_kernel=True, **INTERPRETER_TILING)
-    tokens, probs, logits, workspace = run_kernel(parts, memory, prefix, True, config, persistent, poison=True,
-                                                  memory_pos=memory_pos)
-    assert_projection_matches(parts, memory, memory_pos, workspace.kv_cross)
-    with torch.no_grad():
-        expected = decode_cached(parts.decoder, parts.vocab_embed, memory, memory_pos, prefix, parts.query_pos,
-                                 parts.bins, parts.window)
-    assert torch.equal(tokens, expected.tokens)
 
 
 @pytest.mark.parametrize("setting", ["legacy-on", "high", "medium", "highest"])
@@ -337,8 +311,6 @@ def test_launch_config_is_checked():
         kernels.LaunchConfig(rows=3, programs=1)
     with pytest.raises(ValueError, match="cross must be one of"):
         kernels.LaunchConfig(rows=1, programs=1, cross="projected")
-    with pytest.raises(ValueError, match="project_in_kernel needs cross='cached'"):
-        kernels.LaunchConfig(rows=1, programs=1, cross="absorbed", project_in_kernel=True)
 
 
 @pytest.mark.interpreter
