@@ -345,9 +345,9 @@ def _check_available(spec: CaseSpec) -> dict[str, str]:
     b = BACKENDS[spec.backend]
     cfg = spec.config
     # The encoder blocks' choice depends on the token batch: a scalar expanded to the stream's shape and dtype
-    # lets the rule see them without allocating the stream.
+    # lets the rule see them without allocating the stream. Every case runs without gradients, as the rule asks.
     stream = torch.empty((), dtype=spec.dtype, device=spec.device).expand(spec.batch, cfg.num_tokens, cfg.embed_dim)
-    with backend.use_backend(b.ops):
+    with torch.no_grad(), backend.use_backend(b.ops):
         ops = {op: backend.select(op, stream if op == "encoder_block" else spec.device) for op in backend.OPS}
     if b.compiled:
         if spec.component not in ("encoder", "step"):

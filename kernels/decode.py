@@ -21,10 +21,10 @@ combines those statistics into the chosen token, and one last phase picks the fo
 projections are split by *input* columns, so each unit writes a partial sum that the next phase adds up
 while it loads the rows for its LayerNorm: no phase waits for a reduction of its own.
 
-Cross-attention memory. ``cross="cached"`` projects the memory once per frame, before the kernel, with
-cuBLAS float32 GEMMs on the host's stream (:func:`project_memory`: keys from memory + memory positions,
-values from memory, every layer at once into one (B, M, 2, L, D) buffer; TF32 off whatever the caller's
-setting), and attends over those per head, reading the GEMM's output in place. ``cross="absorbed"`` never
+Cross-attention memory. ``cross="cached"`` projects the memory once per frame, before the kernel, with a
+3xTF32 Triton GEMM (:func:`project_memory`: keys from memory + memory positions, values from memory, every
+layer at once into one (B, M, 2, L, D) buffer), and attends over those per head, reading the GEMM's output in
+place. ``cross="absorbed"`` never
 projects the memory: a head's score q·(W_k (m + p) + b_k) equals (W_kᵀ q)·(m + p) plus a per-query constant
 that the softmax cancels, and its output W_v (Σ a m) + b_v; so each (sample, memory chunk) unit scores all
 heads against the raw memory, and a third unit set applies W_v and the output projection. The cached form
@@ -46,7 +46,6 @@ FMA; Triton's GPU default for float32 is tf32) on tiles of >= 16 rows and broadc
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import os
@@ -691,7 +690,8 @@ def _decode_kernel(
     GO_VOCAB2_W: tl.constexpr, GO_VOCAB2_B: tl.constexpr, GO_CROSS_KV_W: tl.constexpr,
     GO_CROSS_KV_B: tl.constexpr, GLOBAL_BASE: tl.constexpr,
     L: tl.constexpr, D: tl.constexpr, H: tl.constexpr, F: tl.constexpr, V: tl.constexpr, BINS: tl.constexpr,
-    ROWS: tl.constexpr, QMAX: tl.constexpr, MC: tl.constexpr, FC: tl.constexpr, HC: tl.constexpr,
+    ROWS: tl.constexpr, FROWS: tl.constexpr, LROWS: tl.constexpr, SCR_ROWS: tl.constexpr, QMAX: tl.constexpr,
+    MC: tl.constexpr, FC: tl.constexpr, HC: tl.constexpr,
     VC: tl.constexpr, NPART: tl.constexpr, NVC_P2: tl.constexpr,
     KC_HEAD: tl.constexpr, KC_OUT: tl.constexpr, KC_FFN1: tl.constexpr, KC_FFN2: tl.constexpr,
     KC_V0: tl.constexpr, KC_V1: tl.constexpr, KC_V2: tl.constexpr, KC_KEYT: tl.constexpr,
@@ -705,7 +705,7 @@ def _decode_kernel(
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     gw_ptr = w_ptr + GLOBAL_BASE
-    scr_ptr = scratch_ptr + pid * ROWS * D
+    scr_ptr = scratch_ptr + pid * SCR_ROWS * D
     part_size = B * QMAX * NPART * D
     PER_LAYER: tl.constexpr = 5 if CROSS_ABSORBED else 3
     PER_STEP: tl.constexpr = PER_LAYER * L + 2
@@ -733,7 +733,7 @@ def _decode_kernel(
                 elif kind == PER_LAYER - 1:
                     _feed_forward_phase(pid, nprog, s, B, NPRE, lw_ptr, act_ptr, part_in, part_out, scr_ptr,
                                         LO_CROSS_OUT_B, LO_LIN1_W, LO_LIN1_B, LO_LIN2_W, LO_NORM2_W, D, H, F, FC,
-                                        NPART, ROWS, QMAX, KC_FFN1, KC_FFN2)
+                                        NPART, FROWS, QMAX, KC_FFN1, KC_FFN2)
                 elif CROSS_ABSORBED:
                     if kind == 1:
                         _cross_query_absorbed_phase(pid, nprog, s, B, NPRE, qpos_ptr, lw_ptr,
@@ -762,7 +762,7 @@ def _decode_kernel(
             else:
                 _vocab_logits_phase(pid, nprog, s, B, NPRE, gw_ptr, window_ptr, use_window, store_logits,
                                     logits_ptr, part_in, stats_ptr, NVC, scr_ptr, GO_VOCAB1_B, GO_VOCAB2_W,
-                                    GO_VOCAB2_B, D, V, BINS, HC, VC, NPART, NVC_P2, ROWS, QMAX, KC_V2)
+                                    GO_VOCAB2_B, D, V, BINS, HC, VC, NPART, NVC_P2, LROWS, QMAX, KC_V2)
         if TIMELINE:
             tl.store(timeline_ptr + ((p - phase_begin) * nprog + pid) * 2 + 1, _global_time())
         if p + 1 < phase_end:
@@ -876,7 +876,10 @@ def _k_chunk(k: int, n: int, rows: int) -> int:
 @dataclass(frozen=True)
 class LaunchConfig:
     """Tiling of one decode launch. ``rows``: rows (sample x prefix position) per unit, a power of two; 8 or
-    more when the prefix has several tokens; >= 16 uses tl.dot. ``programs``: programs of the grid."""
+    more when the prefix has several tokens; >= 16 uses tl.dot. ``ffn_rows`` and ``logit_rows`` (default:
+    ``rows``): the same for the feed-forward and vocabulary-logits units, whose weight chunks already spread
+    the work over the programs, so that a larger tile reads each chunk once for several samples (logit rows
+    are samples: one row each). ``programs``: programs of the grid."""
 
     rows: int
     programs: int
@@ -886,14 +889,21 @@ class LaunchConfig:
     vocab_chunk: int = 32
     memory_chunk: int = 32
     num_warps: int = 8
+    ffn_rows: Optional[int] = None
+    logit_rows: Optional[int] = None
 
     def __post_init__(self) -> None:
         if self.cross not in CROSS_MODES:
             raise ValueError(f"cross must be one of {CROSS_MODES}, got {self.cross!r}")
-        for name in ("rows", "ffn_chunk", "hidden_chunk", "vocab_chunk", "memory_chunk"):
+        for name in ("rows", "ffn_chunk", "hidden_chunk", "vocab_chunk", "memory_chunk", "ffn_rows", "logit_rows"):
             value = getattr(self, name)
-            if value < 1 or value & (value - 1):
+            if value is not None and (value < 1 or value & (value - 1)):
                 raise ValueError(f"{name} must be a power of two, got {value}")
+
+    @property
+    def tiles(self) -> tuple[int, int, int]:
+        """Rows per unit of the self/cross-attention, feed-forward and vocabulary-logits phases."""
+        return self.rows, self.ffn_rows or self.rows, self.logit_rows or self.rows
 
 
 # Up to this batch a decode runs one sample per unit (GEMV tiles) with the cached cross-attention; above it,
@@ -902,13 +912,18 @@ class LaunchConfig:
 # (1512 us vs 2055 with 16 rows, absorbed); the cached form beat the absorbed one at both. Larger batches were
 # not measured, and there a unit per sample re-reads every weight once per sample.
 GEMV_MAX_BATCH = 64
+# Feed-forward and vocabulary-logits rows per unit for one-sample attention units, by largest batch: the best
+# of twelve (ffn_rows, logit_rows) pairs from 1 to 32 at B = 8, 16, 32, 64 (same measurement; 64 samples:
+# 1328 -> 1099 us, L384 1808 -> 1569). Their chunks keep the programs busy, so they can share weight reads.
+CHUNK_UNIT_ROWS = ((1, (None, None)), (8, (1, 8)), (16, (4, 16)), (32, (8, 16)), (GEMV_MAX_BATCH, (16, 32)))
 
 
 def default_launch_config(batch: int, prefix_len: int, device: torch.device, persistent: bool) -> LaunchConfig:
     """The launch :func:`decode` uses unless given one: one program per SM; up to ``GEMV_MAX_BATCH`` samples one
-    sample per unit (all its prefix rows with prompt tokens: a tile holds a sample's rows) and cached
-    cross-attention, above it 16-row tiles and absorbed cross-attention. Small chunks spread a GEMV's weights
-    over many SMs; tl.dot tiles take larger ones so that a unit re-reads fewer partial sums."""
+    sample per attention unit (all its prefix rows with prompt tokens: a tile holds a sample's rows), feed-forward
+    and logits units from ``CHUNK_UNIT_ROWS``, and cached cross-attention; above it 16-row tiles and absorbed
+    cross-attention. Small chunks spread a GEMV's weights over many SMs; tl.dot tiles take larger ones so that a
+    unit re-reads fewer partial sums."""
     small = batch <= GEMV_MAX_BATCH
     rows = 1 if small else 16
     if prefix_len > 1:
@@ -918,8 +933,11 @@ def default_launch_config(batch: int, prefix_len: int, device: torch.device, per
     else:
         programs = 1 if persistent else 4
     chunk = 64 if rows >= 16 else 32
+    ffn_rows, logit_rows = next((tiles for most, tiles in CHUNK_UNIT_ROWS if batch <= most), (None, None))
+    if prefix_len > 1 and ffn_rows is not None:
+        ffn_rows = max(ffn_rows, QMAX)
     return LaunchConfig(rows=rows, programs=programs, cross="cached" if small else "absorbed", ffn_chunk=chunk,
-                        hidden_chunk=chunk, vocab_chunk=chunk)
+                        hidden_chunk=chunk, vocab_chunk=chunk, ffn_rows=ffn_rows, logit_rows=logit_rows)
 
 
 class DecodeWorkspace:
@@ -945,7 +963,7 @@ class DecodeWorkspace:
         self.act = empty(3, batch, QMAX, D)
         self.part = empty(2, batch, QMAX, self.n_parts, D)
         self.stats = empty(batch, triton.next_power_of_2(self.n_vocab_chunks), 4)
-        self.scratch = empty(config.programs, config.rows, D)  # tl.dot operands (>= 16 rows) pass through it
+        self.scratch = empty(config.programs, max(config.tiles), D)  # tl.dot operands (>= 16 rows) pass through it
         # Barrier counter, exit counter, error flag (a barrier gave up waiting), spare.
         self.sync = torch.zeros(4, device=device, dtype=torch.int32)
 
@@ -970,63 +988,81 @@ def phase_names(shape: DecoderShape, cross: str) -> dict[int, str]:
     return names
 
 
-@contextlib.contextmanager
-def _ieee_matmul():
-    """cuBLAS float32 GEMMs in full float32 (no TF32) whatever the caller's setting: the decode's tokens must
-    equal the float32 reference's. Host-side state only, so a CUDA graph captured inside keeps the ieee
-    GEMMs; the caller's setting is restored exactly (also a "medium" one). A state mixing PyTorch's legacy
-    and new precision APIs raises here, as any cuBLAS float32 GEMM would in it."""
-    matmul = torch.backends.cuda.matmul
-    if not matmul.allow_tf32:
-        yield
-        return
-    precision = torch.get_float32_matmul_precision()
-    matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        if precision == "high":  # the legacy flag's own value: restoring through it touches nothing else
-            matmul.allow_tf32 = True
-        else:
-            torch.set_float32_matmul_precision(precision)
+# Memory projection tiles (memory rows, output columns, reduction chunk, warps, pipeline stages), the smaller
+# up to PROJECTION_SMALL_ROWS memory rows: the best of five on the H100 for the B256 / L384 decoders at
+# B = 1 / 8 / 64 (benchmarks/probe_memory_projection.py; benchmarks/NOTES.md, decode version 6).
+PROJECTION_TILES = (dict(BM=32, BN=64, BK=32, num_warps=4, num_stages=2),
+                    dict(BM=64, BN=128, BK=32, num_warps=4, num_stages=3))
+PROJECTION_SMALL_ROWS = 1024
+
+
+@triton.jit
+def _project_memory_kernel(mem_ptr, mpos_ptr, mpos_bstride, w_ptr, bias_ptr, out_ptr, R, M,
+                           LD: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                           BK: tl.constexpr):
+    """One (BM memory rows x BN output columns) tile of :func:`project_memory`. A tile's columns are all keys or
+    all values (BN divides L·D); key tiles add the positions to the memory as they load it."""
+    rows = tl.program_id(0) * BM + tl.arange(0, BM)
+    n0 = tl.program_id(1) * BN
+    cols = n0 + tl.arange(0, BN)
+    ks = tl.arange(0, BK)
+    inside = rows < R
+    memory_rows = mem_ptr + rows.to(tl.int64)[:, None] * D
+    position_rows = mpos_ptr + ((rows // M).to(tl.int64) * mpos_bstride + rows % M * D)[:, None]
+    with_positions = inside & (n0 < LD)
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    for k0 in tl.range(0, D, BK):
+        a = tl.load(memory_rows + (k0 + ks)[None, :], mask=inside[:, None], other=0.0) \
+            + tl.load(position_rows + (k0 + ks)[None, :], mask=with_positions[:, None], other=0.0)
+        w = tl.load(w_ptr + cols[:, None] * D + (k0 + ks)[None, :])
+        acc += tl.dot(a, tl.trans(w), input_precision="tf32x3")
+    acc += tl.load(bias_ptr + cols)[None, :]
+    tl.store(out_ptr + rows.to(tl.int64)[:, None] * (2 * LD) + cols[None, :], acc, mask=inside[:, None])
 
 
 def project_memory(weights: torch.Tensor, shape: DecoderShape, memory: torch.Tensor, memory_pos: torch.Tensor,
-                   out: torch.Tensor) -> None:
+                   out: torch.Tensor, tile: Optional[dict] = None) -> None:
     """Cross-attention keys ((memory + positions) W_kᵀ + b_k) and values (memory W_vᵀ + b_v) of every layer,
     into ``out`` (B, M, 2, L, D): [b, m, 0, l] holds layer l's key of memory token m, [b, m, 1, l] its value.
 
-    Two cuBLAS float32 GEMMs, no host synchronisation: memory (B·M, D) against the stacked keys and values of
-    all layers (D -> 2·L·D) with their biases, then memory_pos (1 or B, M, D) W_kᵀ added to the key columns
-    (a batched GEMM accumulating in place; a batch-1 memory_pos is broadcast with a zero batch stride)."""
+    One Triton GEMM, launched on the current stream (no host synchronisation): memory (B·M, D) against the
+    stacked keys and values of all layers (D -> 2·L·D) with their biases; memory_pos (1 or B, M, D) is added
+    to the memory as key tiles load it. Products in 3xTF32 (each float32 operand split into a TF32 high part
+    and a TF32 remainder, three tensor-core products, float32 accumulation): float32-level error, so the
+    decode's tokens equal the float32 reference's, whatever the caller's TF32 setting. ``tile``: one of
+    ``PROJECTION_TILES``' form (default: by the number of memory rows)."""
     B, M, D = memory.shape
     LD = shape.layers * D
+    tile = PROJECTION_TILES[B * M > PROJECTION_SMALL_ROWS] if tile is None else tile
+    BN = min(tile["BN"], LD)
+    BK = min(tile["BK"], D)
     layout = pack_layout(shape)
     w_base = layout["GLOBAL_BASE"] + layout["GO_CROSS_KV_W"]
     b_base = layout["GLOBAL_BASE"] + layout["GO_CROSS_KV_B"]
-    w_kv = weights[w_base : w_base + 2 * LD * D].view(2 * LD, D)
-    with torch.no_grad(), _ieee_matmul():
-        torch.addmm(weights[b_base : b_base + 2 * LD], memory.reshape(B * M, D), w_kv.t(),
-                    out=out.view(B * M, 2 * LD))
-        keys = out.view(B, M, 2 * LD)[:, :, :LD]
-        keys.baddbmm_(memory_pos.expand(B, M, D), w_kv[:LD].t().expand(B, D, LD))
+    grid = (triton.cdiv(B * M, tile["BM"]), 2 * LD // BN)
+    _project_memory_kernel[grid](
+        memory, memory_pos, memory_pos.stride(0) if memory_pos.shape[0] > 1 else 0, weights[w_base:],
+        weights[b_base:], out, B * M, M, LD=LD, D=D, BM=tile["BM"], BN=BN, BK=BK,
+        num_warps=tile["num_warps"], num_stages=tile["num_stages"])
 
 
 def kernel_constants(shape: DecoderShape, memory_tokens: int, config: LaunchConfig,
                      workspace: DecodeWorkspace) -> dict:
     """The constexpr arguments of ``_decode_kernel`` for one decode shape (also used by offline code-size
     measurements, which must compile exactly what :func:`decode` launches)."""
-    D, M, rows = shape.dim, memory_tokens, config.rows
+    D, M = shape.dim, memory_tokens
+    rows, ffn_rows, logit_rows = config.tiles
     H, F = shape.heads, shape.ffn
     DH = D // H
     return dict(
-        pack_layout(shape), L=shape.layers, D=D, H=H, F=F, V=shape.vocab, BINS=shape.bins, ROWS=rows, QMAX=QMAX,
+        pack_layout(shape), L=shape.layers, D=D, H=H, F=F, V=shape.vocab, BINS=shape.bins, ROWS=rows, FROWS=ffn_rows,
+        LROWS=logit_rows, SCR_ROWS=max(config.tiles), QMAX=QMAX,
         MC=min(triton.next_power_of_2(M), 8192 // DH),
         FC=config.ffn_chunk, HC=config.hidden_chunk, VC=config.vocab_chunk,
         NPART=workspace.n_parts, NVC_P2=triton.next_power_of_2(workspace.n_vocab_chunks),
-        KC_HEAD=_k_chunk(D, DH, rows), KC_OUT=_k_chunk(DH, D, rows), KC_FFN1=_k_chunk(D, config.ffn_chunk, rows),
-        KC_FFN2=_k_chunk(config.ffn_chunk, D, rows), KC_V0=_k_chunk(D, config.hidden_chunk, rows),
-        KC_V1=_k_chunk(config.hidden_chunk, D, rows), KC_V2=_k_chunk(D, config.vocab_chunk, rows),
+        KC_HEAD=_k_chunk(D, DH, rows), KC_OUT=_k_chunk(DH, D, rows), KC_FFN1=_k_chunk(D, config.ffn_chunk, ffn_rows),
+        KC_FFN2=_k_chunk(config.ffn_chunk, D, ffn_rows), KC_V0=_k_chunk(D, config.hidden_chunk, rows),
+        KC_V1=_k_chunk(config.hidden_chunk, D, rows), KC_V2=_k_chunk(D, config.vocab_chunk, logit_rows),
         KC_KEYT=_k_chunk(DH, D, rows), MCH=config.memory_chunk,
         CROSS_ABSORBED=config.cross == "absorbed",
     )
@@ -1054,6 +1090,9 @@ def decode(weights: torch.Tensor, shape: DecoderShape, word_embeddings: torch.Te
     device = memory.device
     if config is None:
         config = default_launch_config(B, prefix_len, device, persistent)
+    if prefix_len > 1 and min(config.tiles[:2]) < QMAX:
+        raise ValueError(f"with prompt tokens a unit holds a sample's {QMAX} padded rows: rows and ffn_rows must be "
+                         f">= {QMAX}, got {config.tiles[:2]}")
     if persistent and config.programs > 1 and _interpreting():
         # The interpreter runs programs one after another, so the first would spin at the grid barrier.
         raise ValueError("the Triton interpreter runs a persistent decode with programs=1 only")

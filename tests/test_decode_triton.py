@@ -115,19 +115,22 @@ INTERPRETER_TILING = dict(ffn_chunk=128, hidden_chunk=64, vocab_chunk=512, memor
 
 
 @pytest.mark.interpreter
-@pytest.mark.parametrize("cross,persistent,prompt_tokens,window,batch,programs,rows", [
+@pytest.mark.parametrize("cross,persistent,prompt_tokens,window,batch,programs,tiles", [
     ("cached", True, 0, True, 3, 1, None),
     ("absorbed", False, 4, False, 2, 3, None),
     ("absorbed", True, 0, True, 1, 1, None),
-    ("cached", False, 0, True, 3, 2, 4),  # several samples per GEMV tile
+    ("cached", False, 0, True, 3, 2, (4, None, None)),  # several samples per GEMV tile
+    ("cached", False, 0, True, 5, 2, (1, 4, 2)),  # other tiles for the feed-forward and logits units
 ])
 @torch.no_grad()
-def test_interpreter_matches_reference(cross, persistent, prompt_tokens, window, batch, programs, rows):
+def test_interpreter_matches_reference(cross, persistent, prompt_tokens, window, batch, programs, tiles):
     parts = make_parts("tiny", prompt_tokens)
     memory = torch.randn(batch, parts.memory_tokens, parts.decoder.embedding.word_embeddings.embedding_dim) * 2
     prefix = parts.prefix(batch, "cpu")
-    rows = rows or kernels.default_launch_config(batch, prefix.shape[1], memory.device, persistent).rows
-    config = kernels.LaunchConfig(rows=rows, programs=programs, cross=cross, **INTERPRETER_TILING)
+    rows, ffn_rows, logit_rows = tiles or (kernels.default_launch_config(batch, prefix.shape[1], memory.device,
+                                                                          persistent).rows, None, None)
+    config = kernels.LaunchConfig(rows=rows, programs=programs, cross=cross, ffn_rows=ffn_rows,
+                                  logit_rows=logit_rows, **INTERPRETER_TILING)
     tokens, probs, logits, workspace = run_kernel(parts, memory, prefix, window, config, persistent, poison=True)
     assert_matches_reference(parts, memory, prefix, window, tokens, probs, logits)
     assert workspace.sync.tolist() == [0, 0, 0, 0]  # barrier counters reset, no barrier gave up
@@ -155,44 +158,33 @@ def test_interpreter_per_sample_memory_positions():
         assert_matches(expected, expected_logits, tokens, probs, logits)
 
 
-@pytest.mark.parametrize("position_batch", [1, 3])
+@pytest.mark.parametrize("device,name,position_batch", [
+    pytest.param("cpu", "tiny", 1, marks=pytest.mark.interpreter),
+    pytest.param("cpu", "tiny", 5, marks=pytest.mark.interpreter),
+    pytest.param("cuda", "B256", 1, marks=pytest.mark.cuda),
+    pytest.param("cuda", "L384", 5, marks=pytest.mark.cuda),
+])
 @torch.no_grad()
-def test_memory_projection_matches_the_attention_projections(position_batch):
-    """project_memory's keys/values against each layer's multihead_attn in-projection, in its documented
-    (B, M, 2, L, D) layout."""
-    parts = make_parts("tiny", 0)
+def test_memory_projection_matches_the_attention_projections(device, name, position_batch):
+    """project_memory's keys/values against each layer's multihead_attn in-projection in float64, in its
+    documented (B, M, 2, L, D) layout; memory rows not a multiple of the tile, tiles spanning samples."""
+    parts = make_parts(name, 0, device)
     shape, weights = parts.packed()
-    D, L = shape.dim, shape.layers
-    memory = torch.randn(3, parts.memory_tokens, D)
-    memory_pos = torch.randn(position_batch, parts.memory_tokens, D)
-    out = torch.full((3, parts.memory_tokens, 2, L, D), float("nan"))
-    kernels.project_memory(weights, shape, memory, memory_pos, out)
+    D, L, B = shape.dim, shape.layers, 5
+    M = parts.memory_tokens - 24
+    memory = torch.randn(B, M, D, device=device)
+    memory_pos = torch.randn(position_batch, M, D, device=device)
+    out = torch.full((B, M, 2, L, D), float("nan"), device=device)
+    kernels.project_memory(weights.to(device), shape, memory, memory_pos, out)
     for layer, block in enumerate(parts.decoder.body.layers):
         w = block.multihead_attn.in_proj_weight.detach().double()
         b = block.multihead_attn.in_proj_bias.detach().double()
         keys = (memory + memory_pos).double() @ w[D : 2 * D].T + b[D : 2 * D]
         values = memory.double() @ w[2 * D :].T + b[2 * D :]
+        assert relative_error(out[:, :, 0, layer], keys) <= 1e-6
+        assert relative_error(out[:, :, 1, layer], values) <= 1e-6
         torch.testing.assert_close(out[:, :, 0, layer].double(), keys, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(out[:, :, 1, layer].double(), values, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("setting", ["legacy-on", "high", "medium", "highest"])
-def test_projection_turns_tf32_off_and_restores_the_setting(setting):
-    """The memory projection's GEMMs run with TF32 off whatever the caller set, and leave the setting as
-    they found it (the GPU test below checks that the decode's results do not depend on it)."""
-    matmul = torch.backends.cuda.matmul
-    saved = torch.get_float32_matmul_precision()
-    try:
-        if setting == "legacy-on":
-            matmul.allow_tf32 = True
-        else:
-            torch.set_float32_matmul_precision(setting)
-        before = torch.get_float32_matmul_precision(), matmul.allow_tf32, matmul.fp32_precision
-        with kernels._ieee_matmul():
-            assert not matmul.allow_tf32
-        assert (torch.get_float32_matmul_precision(), matmul.allow_tf32, matmul.fp32_precision) == before
-    finally:
-        torch.set_float32_matmul_precision(saved)
 
 
 @pytest.mark.interpreter
@@ -311,6 +303,19 @@ def test_launch_config_is_checked():
         kernels.LaunchConfig(rows=3, programs=1)
     with pytest.raises(ValueError, match="cross must be one of"):
         kernels.LaunchConfig(rows=1, programs=1, cross="projected")
+    with pytest.raises(ValueError, match="logit_rows must be a power of two"):
+        kernels.LaunchConfig(rows=1, programs=1, logit_rows=6)
+
+
+@pytest.mark.interpreter
+def test_prompt_tokens_need_tiles_of_whole_samples():
+    parts = make_parts("tiny", 4)
+    memory, prefix = torch.randn(1, parts.memory_tokens, parts.memory_pos.shape[-1]), parts.prefix(1, "cpu")
+    shape, weights = parts.packed()
+    for config in (kernels.LaunchConfig(rows=4, programs=1), kernels.LaunchConfig(rows=8, programs=1, ffn_rows=4)):
+        with pytest.raises(ValueError, match="rows and ffn_rows must be >= 8"):
+            kernels.decode(weights, shape, parts.decoder.embedding.word_embeddings.weight.detach(), parts.query_pos,
+                           memory, parts.memory_pos, prefix, parts.window, config=config)
 
 
 @pytest.mark.interpreter
