@@ -92,7 +92,7 @@ def timeline_table(batch: int) -> list[str]:
         def project():
             kernels.project_memory(weights, shape, memory, parts.memory_pos, out)
         graph = capture_graph(project, 1, warmup=2)
-        lines += ["", f"memory projection (cuBLAS, in a graph, before the kernel): "
+        lines += ["", f"memory projection (project_memory, in a graph, before the kernel): "
                       f"{statistics.median(event_times(graph.replay, ROUNDS)) * 1000:.1f} us"]
     return lines
 

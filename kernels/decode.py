@@ -977,7 +977,7 @@ def phase_count(shape: DecoderShape, cross: str) -> int:
 
 def phase_names(shape: DecoderShape, cross: str) -> dict[int, str]:
     """The kind of each phase, in launch order (the dispatch in ``_decode_kernel``); -1 names the cached
-    form's memory projection (cuBLAS GEMMs before phase 0)."""
+    form's memory projection (a GEMM before phase 0)."""
     layer = ["self", "cross"] if cross == "cached" else ["self", "cross-query", "cross-scores", "cross-value"]
     per_step = [kind for _ in range(shape.layers) for kind in layer + ["ffn"]] + ["vocab-hidden", "vocab-logits"]
     end = phase_count(shape, cross)

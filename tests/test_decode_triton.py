@@ -391,7 +391,7 @@ def test_gpu_single_frame_paths(prompt_tokens, exact_fp32):
 @pytest.mark.parametrize("cross", kernels.CROSS_MODES)
 @torch.no_grad()
 def test_gpu_results_do_not_depend_on_the_tf32_setting(cross, exact_fp32):
-    """The cached form's memory projection is cuBLAS: TF32 allowed by the caller must not leak into it."""
+    """TF32 allowed by the caller must not leak into the decode (its memory projection picks its own precision)."""
     parts = make_parts("B256", 0, "cuda")
     memory = torch.randn(8, parts.memory_tokens, 256, device="cuda")
     prefix = parts.prefix(8, "cuda")
