@@ -41,8 +41,10 @@ a 1-D vector (a 2-D row has Triton move the whole weight tile through shared mem
 the valid rows (a prefix of the tile) are computed, and GEMV-tile LayerNorms take both statistics from one
 float64 reduction.
 
-Precision: float32 throughout; matrix products use ``tl.dot(..., input_precision="ieee")`` (full float32
-FMA; Triton's GPU default for float32 is tf32) on tiles of >= 16 rows and broadcast-multiply-sum below.
+Precision: float32 throughout. Below 16 rows, matrix products are float32 broadcast-multiply-sums; from 16,
+``tl.dot(..., input_precision=DOT_PRECISION)``: 3xTF32 (each operand split into a TF32 high part and a TF32
+remainder, three tensor-core products, float32 accumulation), whose error measured as float32 FMA's and
+cuBLAS float32's (benchmarks/NOTES.md, decode version 6); Triton's GPU default for float32 is plain TF32.
 """
 from __future__ import annotations
 
@@ -59,6 +61,7 @@ import triton.language as tl
 QMAX = 8  # rows per sample in a step (prompt + start, padded) and self-attention cache length (K + 4 <= 8)
 NUM_STEPS = 4  # cx, cy, w, h
 SPIN_LIMIT = tl.constexpr(1 << 20)  # barrier polls (~1 s) before a program flags an error instead of hanging
+DOT_PRECISION = tl.constexpr("tf32x3")  # tl.dot on float32 tiles: see the module docstring
 LN_EPS = tl.constexpr(1e-5)  # nn.LayerNorm default, as in the reference decoder
 CROSS_MODES = ("cached", "absorbed")
 
@@ -120,16 +123,16 @@ def _linear(x, valid, w_tile, scr_ptr, w_ptr, row_stride, n_limit, K: tl.constex
             a = tl.load(scr_ptr + rows[:, None] * K + (k0 + ks)[None, :])
             w = tl.load(w_ptr + outs[:, None] * row_stride + (k0 + ks)[None, :] * COL_STRIDE,
                         mask=(outs < n_limit)[:, None], other=0.0)
-            acc += tl.dot(a, tl.trans(w), input_precision="ieee")
+            acc += tl.dot(a, tl.trans(w), input_precision=DOT_PRECISION)
     return acc
 
 
 @triton.jit
 def _small_matmul(a, b, EXACT_DOT: tl.constexpr):
     """a (R, K) x b (K, N) of register tensors. Written as a broadcast-multiply-sum, Triton rewrites the
-    product into tl.dot at its default (tf32) precision once every size is >= 16; so there, say ieee."""
+    product into tl.dot at its default (tf32) precision once every size is >= 16; so there, say which."""
     if EXACT_DOT:
-        out = tl.dot(a, b, input_precision="ieee")
+        out = tl.dot(a, b, input_precision=DOT_PRECISION)
     else:
         out = tl.sum(a[:, :, None] * b[None, :, :], axis=1)
     return out
@@ -498,12 +501,12 @@ def _cross_scores_absorbed_phase(pid, nprog, s, B, M, NPRE, mem_ptr, mpos_ptr, m
                                  cache_modifier=".cg")
                 keys = tl.load(memory_rows + d0 + dcols[None, :], mask=in_memory[:, None], other=0.0) \
                     + tl.load(position_rows + d0 + dcols[None, :], mask=in_memory[:, None], other=0.0)
-                scores += tl.dot(folded, tl.trans(keys), input_precision="ieee")
+                scores += tl.dot(folded, tl.trans(keys), input_precision=DOT_PRECISION)
             scores = tl.where(in_memory[None, :], scores, -float("inf"))
             top = tl.max(scores, axis=1)
             p = tl.exp(scores - top[:, None])
             memory = tl.load(memory_rows + cols[None, :], mask=in_memory[:, None], other=0.0)
-            attended = tl.dot(p, memory, input_precision="ieee")
+            attended = tl.dot(p, memory, input_precision=DOT_PRECISION)
             slot = ((b * n_chunks + c) * QMAX + q) * H + h
             tl.store(ctx_ptr + slot[:, None] * D + cols[None, :], attended, mask=valid[:, None])
             tl.store(cstats_ptr + slot * 2, top, mask=valid)
@@ -1015,7 +1018,7 @@ def _project_memory_kernel(mem_ptr, mpos_ptr, mpos_bstride, w_ptr, bias_ptr, out
         a = tl.load(memory_rows + (k0 + ks)[None, :], mask=inside[:, None], other=0.0) \
             + tl.load(position_rows + (k0 + ks)[None, :], mask=with_positions[:, None], other=0.0)
         w = tl.load(w_ptr + cols[:, None] * D + (k0 + ks)[None, :])
-        acc += tl.dot(a, tl.trans(w), input_precision="tf32x3")
+        acc += tl.dot(a, tl.trans(w), input_precision=DOT_PRECISION)
     acc += tl.load(bias_ptr + cols)[None, :]
     tl.store(out_ptr + rows.to(tl.int64)[:, None] * (2 * LD) + cols[None, :], acc, mask=inside[:, None])
 
