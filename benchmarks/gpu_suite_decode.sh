@@ -67,7 +67,7 @@ for _ in range(2):
     step()
 torch.cuda.synchronize()
 EOF
-    # 33 phase launches per decode (the memory projection is cuBLAS, not _decode_kernel): skip the first
+    # 33 phase launches per decode (the memory projection is its own kernel, not _decode_kernel): skip the first
     # decode, profile the second one's step 0.
     timeout "${NCU_LIMIT:-120}" ncu --kernel-name _decode_kernel --launch-skip 33 --launch-count 8 \
         --section SpeedOfLight --section WarpStateStats --section SchedulerStats python3 "$SMOKE.ncu.py" \
