@@ -307,6 +307,16 @@ def test_launch_config_is_checked():
         kernels.LaunchConfig(rows=1, programs=1, logit_rows=6)
 
 
+def test_default_launch_configs_are_launchable():
+    """Every default tiling keeps a prompt sample's padded rows in one unit (decode refuses it otherwise) and
+    picks the cross-attention form by batch."""
+    for batch in (1, 2, 7, 8, 9, 16, 33, 64, 65, 256):
+        for prefix_len in (1, 5):
+            config = kernels.default_launch_config(batch, prefix_len, torch.device("cpu"), False)
+            assert prefix_len == 1 or min(config.tiles[:2]) >= kernels.QMAX
+            assert config.cross == ("cached" if batch <= kernels.GEMV_MAX_BATCH else "absorbed")
+
+
 @pytest.mark.interpreter
 def test_prompt_tokens_need_tiles_of_whole_samples():
     parts = make_parts("tiny", 4)
