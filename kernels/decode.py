@@ -1004,7 +1004,7 @@ def _project_memory_kernel(mem_ptr, mpos_ptr, mpos_bstride, w_ptr, bias_ptr, out
                            LD: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                            BK: tl.constexpr):
     """One (BM memory rows x BN output columns) tile of :func:`project_memory`. A tile's columns are all keys or
-    all values (BN divides L·D); key tiles add the positions to the memory as they load it."""
+    all values (BN divides D); key tiles add the positions to the memory as they load it."""
     rows = tl.program_id(0) * BM + tl.arange(0, BM)
     n0 = tl.program_id(1) * BN
     cols = n0 + tl.arange(0, BN)
@@ -1037,7 +1037,7 @@ def project_memory(weights: torch.Tensor, shape: DecoderShape, memory: torch.Ten
     B, M, D = memory.shape
     LD = shape.layers * D
     tile = PROJECTION_TILES[B * M > PROJECTION_SMALL_ROWS] if tile is None else tile
-    BN = min(tile["BN"], LD)
+    BN = min(tile["BN"], D)  # D is a power of two, so a tile never straddles the keys and the values
     BK = min(tile["BK"], D)
     layout = pack_layout(shape)
     w_base = layout["GLOBAL_BASE"] + layout["GO_CROSS_KV_W"]
