@@ -28,26 +28,27 @@ class Inputs:
     out: torch.Tensor
 
 
+def stacked_kv(x: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every layer's cross-attention key then value weights (2·L·D, D) and biases, as packed for the decode."""
+    LD = x.shape.layers * x.shape.dim
+    layout = kernels.pack_layout(x.shape)
+    w_base = layout["GLOBAL_BASE"] + layout["GO_CROSS_KV_W"]
+    b_base = layout["GLOBAL_BASE"] + layout["GO_CROSS_KV_B"]
+    return x.weights[w_base : w_base + 2 * LD * x.shape.dim].view(2 * LD, -1), x.weights[b_base : b_base + 2 * LD]
+
+
 def cublas_projection(x: Inputs) -> None:
     """Keys and values with two cuBLAS float32 GEMMs (the previous implementation)."""
     B, M, D = x.memory.shape
     LD = x.shape.layers * D
-    layout = kernels.pack_layout(x.shape)
-    w_base = layout["GLOBAL_BASE"] + layout["GO_CROSS_KV_W"]
-    b_base = layout["GLOBAL_BASE"] + layout["GO_CROSS_KV_B"]
-    w_kv = x.weights[w_base : w_base + 2 * LD * D].view(2 * LD, D)
-    torch.addmm(x.weights[b_base : b_base + 2 * LD], x.memory.reshape(B * M, D), w_kv.t(), out=x.out.view(B * M, 2 * LD))
+    w_kv, b_kv = stacked_kv(x)
+    torch.addmm(b_kv, x.memory.reshape(B * M, D), w_kv.t(), out=x.out.view(B * M, 2 * LD))
     x.out.view(B, M, 2 * LD)[:, :, :LD].baddbmm_(x.memory_pos.expand(B, M, D), w_kv[:LD].t().expand(B, D, LD))
 
 
 def float64_projection(x: Inputs) -> torch.Tensor:
-    B, M, D = x.memory.shape
-    LD = x.shape.layers * D
-    layout = kernels.pack_layout(x.shape)
-    w_base = layout["GLOBAL_BASE"] + layout["GO_CROSS_KV_W"]
-    b_base = layout["GLOBAL_BASE"] + layout["GO_CROSS_KV_B"]
-    w = x.weights[w_base : w_base + 2 * LD * D].view(2 * LD, D).double()
-    b = x.weights[b_base : b_base + 2 * LD].double()
+    LD = x.shape.layers * x.shape.dim
+    w, b = (t.double() for t in stacked_kv(x))
     keys = (x.memory + x.memory_pos).double() @ w[:LD].T + b[:LD]
     values = x.memory.double() @ w[LD:].T + b[LD:]
     return torch.cat([keys, values], dim=-1).view(x.out.shape)
