@@ -54,8 +54,8 @@ class DecoderParts:
         return shape, kernels.pack_weights(shape, fast_decoder._parameters(self.decoder, self.vocab_embed))
 
 
-def make_parts(name: str, prompt_tokens: int, device="cpu") -> DecoderParts:
-    cfg = get_config(name, prompt_tokens=prompt_tokens)
+def make_parts(name: str, prompt_tokens: int, device="cpu", **overrides) -> DecoderParts:
+    cfg = get_config(name, prompt_tokens=prompt_tokens, **overrides)
     decoder = SeqTrackDecoder(cfg).eval()
     vocab_embed = MLP(cfg.hidden_dim, cfg.hidden_dim, cfg.vocab_size, 3).eval()
     positions = decoder.embedding.position_embeddings.weight.detach()
@@ -158,24 +158,28 @@ def test_interpreter_per_sample_memory_positions():
         assert_matches(expected, expected_logits, tokens, probs, logits)
 
 
-@pytest.mark.parametrize("device,name,position_batch", [
-    pytest.param("cpu", "tiny", 1, marks=pytest.mark.interpreter),
-    pytest.param("cpu", "tiny", 5, marks=pytest.mark.interpreter),
-    pytest.param("cuda", "B256", 1, marks=pytest.mark.cuda),
-    pytest.param("cuda", "L384", 5, marks=pytest.mark.cuda),
+@pytest.mark.parametrize("tile", [None, *kernels.PROJECTION_TILES])
+@pytest.mark.parametrize("device,name,position_batch,overrides", [
+    pytest.param("cpu", "tiny", 1, {}, marks=pytest.mark.interpreter),
+    pytest.param("cpu", "tiny", 5, {}, marks=pytest.mark.interpreter),
+    # Three layers of width 64: the key columns (L·D = 192) are no multiple of the wider tile.
+    pytest.param("cpu", "tiny", 5, dict(hidden_dim=64, dec_layers=3), marks=pytest.mark.interpreter),
+    pytest.param("cuda", "B256", 1, {}, marks=pytest.mark.cuda),
+    pytest.param("cuda", "L384", 5, {}, marks=pytest.mark.cuda),
 ])
 @torch.no_grad()
-def test_memory_projection_matches_the_attention_projections(device, name, position_batch):
+def test_memory_projection_matches_the_attention_projections(device, name, position_batch, overrides, tile):
     """project_memory's keys/values against each layer's multihead_attn in-projection in float64, in its
-    documented (B, M, 2, L, D) layout; memory rows not a multiple of the tile, tiles spanning samples."""
-    parts = make_parts(name, 0, device)
+    documented (B, M, 2, L, D) layout, with each tile; memory rows not a multiple of the tile, tiles spanning
+    samples."""
+    parts = make_parts(name, 0, device, **overrides)
     shape, weights = parts.packed()
     D, L, B = shape.dim, shape.layers, 5
     M = parts.memory_tokens - 24
     memory = torch.randn(B, M, D, device=device)
     memory_pos = torch.randn(position_batch, M, D, device=device)
     out = torch.full((B, M, 2, L, D), float("nan"), device=device)
-    kernels.project_memory(weights.to(device), shape, memory, memory_pos, out)
+    kernels.project_memory(weights.to(device), shape, memory, memory_pos, out, tile)
     for layer, block in enumerate(parts.decoder.body.layers):
         w = block.multihead_attn.in_proj_weight.detach().double()
         b = block.multihead_attn.in_proj_bias.detach().double()
