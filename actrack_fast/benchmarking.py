@@ -47,7 +47,7 @@ from .config import CONFIGS, ModelConfig, get_config
 from .correlation import xcorr_depthwise
 from .cuda_graphs import capture_graph
 from .model import ACTrack, build_model
-from .preprocessing import ImageLayout, as_boxes, crop_pixels, normalize_crops
+from .preprocessing import ImageLayout, as_boxes, crop_normalized
 from .tracker import Tracker
 
 COMPONENTS = ("crop", "additive", "correlation", "encoder", "decoder", "step")
@@ -283,8 +283,7 @@ def _component_call(spec: CaseSpec, model: ACTrack) -> _Prepared:
         boxes = as_boxes(start_boxes(first, batch, frame_size(cfg)), device)
 
         def crop():
-            crops = crop_pixels(pixels, layout, boxes, cfg.search_factor, cfg.search_size)
-            return normalize_crops(crops).to(dtype)
+            return crop_normalized(pixels, layout, boxes, cfg.search_factor, cfg.search_size, dtype)
         width, height = frame_size(cfg)
         return _Prepared(crop, f"{width}x{height} uint8 frame on {device.type}")
     if spec.component == "additive":

@@ -21,7 +21,7 @@ from torch import nn
 
 from .additive import ConvBNReLU
 from .cuda_graphs import capture_graph
-from .preprocessing import ImageLayout, boxes_in_crop, crop_geometry, crop_pixels, normalize_crops, track_boxes
+from .preprocessing import ImageLayout, boxes_in_crop, crop_geometry, crop_normalized, track_boxes
 from .presets import TrackerSettings
 
 # Layers whose weights autocast casts to the low-precision dtype on every call.
@@ -94,15 +94,14 @@ class FrameStep:
     def crop_templates(self, pixels: torch.Tensor, layout: ImageLayout, boxes: torch.Tensor) -> torch.Tensor:
         """Normalised template crops (N, 3, St, St) around ``boxes`` (N, 4) float64."""
         cfg = self.config
-        crops = crop_pixels(pixels, layout, boxes, cfg.template_factor, cfg.template_size)
-        return normalize_crops(crops).to(self.input_dtype)
+        return crop_normalized(pixels, layout, boxes, cfg.template_factor, cfg.template_size, self.input_dtype)
 
     @torch.no_grad()
     def __call__(self, state: TargetState, pixels: torch.Tensor, layout: ImageLayout) -> None:
         """Track every target of ``state`` into the frame(s) in ``pixels`` (P, 3) uint8 laid out by ``layout``."""
         cfg, settings = self.config, self.settings
         previous = state.boxes
-        crops = crop_pixels(pixels, layout, previous, cfg.search_factor, cfg.search_size)
+        search = crop_normalized(pixels, layout, previous, cfg.search_factor, cfg.search_size, self.input_dtype)
         prompt = None
         if cfg.prompt_tokens:
             geometry = crop_geometry(previous, cfg.search_factor, cfg.search_size)
@@ -110,7 +109,6 @@ class FrameStep:
         # Autocast's weight cache off: graph capture requires it (its casts would outlive the capture's pool),
         # and it lasts one call anyway; precast_copy is what saves the casts.
         with torch.autocast(pixels.device.type, dtype=self.dtype, enabled=self.autocast, cache_enabled=False):
-            search = normalize_crops(crops).to(self.input_dtype)
             result = self.model.generate(search, state.templates, prompt, window=settings.window, check_finite=False)
         boxes = track_boxes(result.boxes, previous, layout, cfg.search_factor, cfg.search_size, settings.margin)
         # SeqTrack's confidence: the float32 sum of the token probabilities, scaled by 10 in double.

@@ -5,7 +5,9 @@
   ``INTER_LINEAR`` fixed-point arithmetic reproduced exactly (bit-identical to ``cv2.copyMakeBorder`` +
   ``cv2.resize`` on uint8 images, tested), for N targets in one or several images;
   :func:`crop_pixels` is the same on a flat pixel table (what a CUDA graph replays).
-* :func:`normalize_crops`: uint8 RGB -> ``/255``, ImageNet mean/std, channels first.
+* :func:`normalize_crops`: uint8 RGB -> ``/255``, ImageNet mean/std, channels first (each of the 3 x 256
+  possible values computed in float64 and rounded once, so every device gives the same floats);
+  :func:`crop_normalized` is crop, normalisation and the cast to the model's dtype in one op.
 * Box geometry: :func:`crop_geometry`, :func:`map_boxes_back`, :func:`clip_boxes`, :func:`boxes_in_crop`
   on float64 ``(x, y, w, h)`` boxes, with SeqTrack's float steps so rounding ties fall the same way;
   :func:`track_boxes` is the tracker's step from the prediction to the next box (one op, or those three).
@@ -227,16 +229,37 @@ def _crop_pixels_reference(pixels: torch.Tensor, layout: ImageLayout, geometry: 
     return ((out + 2) >> 2).to(torch.uint8)
 
 
-_NORMALIZE: dict = {}
+def crop_normalized(pixels: torch.Tensor, layout: ImageLayout, boxes: torch.Tensor, factor: float, size: int,
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``normalize_crops(crop_pixels(pixels, layout, boxes, factor, size)).to(dtype)``: (N, 3, size, size).
+
+    The ``crop`` backend ``"cuda"`` runs it as one compiled op (:func:`actrack_fast.crop_op.crop_normalize`,
+    bit-identical), ``"reference"`` as those torch ops.
+    """
+    if backends.select("crop", pixels.device) == "cuda":
+        return crop_op.crop_normalize(pixels, layout.start, layout.height, layout.width, as_boxes(boxes), factor, size,
+                                      dtype)
+    return normalize_crops(_crop_pixels_reference(pixels, layout, crop_geometry(boxes, factor, size), size)).to(dtype)
+
+
+_NORMALIZATION_TABLES: dict = {}
+
+
+def normalization_table() -> torch.Tensor:
+    """(3, 256) float32: ``(v / 255 - mean[c]) / std[c]`` for every channel c and value v, computed in float64
+    and rounded once (the compiled crop op computes the same)."""
+    values = torch.arange(256, dtype=torch.float64) / 255.0
+    mean, std = (torch.tensor(t, dtype=torch.float64)[:, None] for t in (IMAGENET_MEAN, IMAGENET_STD))
+    return ((values - mean) / std).float()
 
 
 def normalize_crops(crops: torch.Tensor) -> torch.Tensor:
-    """(N, S, S, 3) uint8 RGB -> (N, 3, S, S) float32: ``(pixel / 255 - mean) / std``."""
-    if crops.device not in _NORMALIZE:
-        _NORMALIZE[crops.device] = (torch.tensor(IMAGENET_MEAN, device=crops.device).view(1, 3, 1, 1),
-                                    torch.tensor(IMAGENET_STD, device=crops.device).view(1, 3, 1, 1))
-    mean, std = _NORMALIZE[crops.device]
-    return (crops.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+    """(N, S, S, 3) uint8 RGB -> (N, 3, S, S) float32: ``(pixel / 255 - mean) / std`` (see
+    :func:`normalization_table`)."""
+    if crops.device not in _NORMALIZATION_TABLES:
+        _NORMALIZATION_TABLES[crops.device] = normalization_table().to(crops.device)
+    table = _NORMALIZATION_TABLES[crops.device]
+    return torch.stack([table[c][crops[..., c].long()] for c in range(3)], dim=1)
 
 
 def map_boxes_back(pred: ArrayLike, previous: ArrayLike, geometry: CropGeometry, size: int) -> torch.Tensor:

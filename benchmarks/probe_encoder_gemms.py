@@ -60,6 +60,14 @@ def main() -> None:
             c = fl._linear_tma_kernel.best_config
             tile = f"{c.kwargs['BLOCK_M']}x{c.kwargs['BLOCK_N']}x{c.kwargs['BLOCK_K']}, {c.num_stages} stages, {c.num_warps} warps"
             print(f"| {M} | {name} | " + " | ".join(f"{t:.1f}" for t in times) + f" | {tile} |", flush=True)
+        # cuBLASLt's bias + GELU epilogue (tanh approximation) against the bias-only GEMM it would replace.
+        weights = [torch.randn(3072, 768, device="cuda", dtype=dtype) * 768 ** -0.5 for _ in range(sets)]
+        biases = [torch.randn(3072, device="cuda", dtype=dtype) for _ in range(sets)]
+        x = torch.randn(M, 768, device="cuda", dtype=dtype)
+        bias_only = graph_us(lambda i: F.linear(x, weights[i % sets], biases[i % sets]), calls)
+        lt_gelu = graph_us(lambda i: torch._addmm_activation(biases[i % sets], x, weights[i % sets].t(),
+                                                              use_gelu=True), calls)
+        print(f"| {M} | fc1 bias only / cuBLASLt bias + tanh-GELU epilogue | {bias_only:.1f} | {lt_gelu:.1f} | | |")
         batch = M // 768
         qkvs = [torch.randn(M, 2304, device="cuda", dtype=dtype) for _ in range(calls)]
 

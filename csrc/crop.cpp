@@ -1,6 +1,7 @@
-// Schema of actrack_fast::crop_resize and the input checks every kernel runs first. The CPU and CUDA kernels
-// register themselves in cpu/crop_kernel.cpp and cuda/crop_kernel.cu; the fake (meta) implementation is
-// registered from Python (actrack_fast/crop_op.py). The output is uint8, so the op has no autograd formula.
+// Schemas of actrack_fast::crop_resize and actrack_fast::crop_normalize and the input checks every kernel runs
+// first. The CPU and CUDA kernels register themselves in cpu/crop_kernel.cpp and cuda/crop_kernel.cu; the fake
+// (meta) implementations are registered from Python (actrack_fast/crop_op.py). Neither op has an autograd formula:
+// their input is uint8 pixels.
 #include "crop.h"
 
 #include "checks.h"
@@ -12,34 +13,33 @@
 #include <string>
 
 namespace actrack_fast {
-namespace {
-
-constexpr const char* kOp = "crop_resize";
-
-}  // namespace
-
-int64_t check_crop_resize(const at::Tensor& pixels, const at::Tensor& start, const at::Tensor& height,
-                          const at::Tensor& width, const at::Tensor& boxes, double factor, int64_t size,
-                          c10::DeviceType device) {
-  TORCH_CHECK(pixels.dim() == 2 && pixels.size(1) == 3, "crop_resize: pixels must have shape (P, 3) (RGB pixels of ",
+int64_t check_crop_resize(const char* op, const at::Tensor& pixels, const at::Tensor& start,
+                          const at::Tensor& height, const at::Tensor& width, const at::Tensor& boxes, double factor,
+                          int64_t size, c10::DeviceType device) {
+  TORCH_CHECK(pixels.dim() == 2 && pixels.size(1) == 3, op, ": pixels must have shape (P, 3) (RGB pixels of ",
               "the images, one after the other), got ", shape_string(pixels.sizes()));
-  TORCH_CHECK(pixels.scalar_type() == at::kByte, "crop_resize: pixels must be uint8, got ", pixels.scalar_type());
-  check_placement(kOp, pixels, "pixels", pixels, "pixels", device);
-  TORCH_CHECK(boxes.dim() == 2 && boxes.size(1) == 4, "crop_resize: boxes must have shape (N, 4) (x, y, w, h), got ",
+  TORCH_CHECK(pixels.scalar_type() == at::kByte, op, ": pixels must be uint8, got ", pixels.scalar_type());
+  check_placement(op, pixels, "pixels", pixels, "pixels", device);
+  TORCH_CHECK(boxes.dim() == 2 && boxes.size(1) == 4, op, ": boxes must have shape (N, 4) (x, y, w, h), got ",
               shape_string(boxes.sizes()));
-  TORCH_CHECK(boxes.scalar_type() == at::kDouble, "crop_resize: boxes must be float64, got ", boxes.scalar_type());
-  check_placement(kOp, boxes, "boxes", pixels, "pixels", device);
+  TORCH_CHECK(boxes.scalar_type() == at::kDouble, op, ": boxes must be float64, got ", boxes.scalar_type());
+  check_placement(op, boxes, "boxes", pixels, "pixels", device);
   const int64_t targets = boxes.size(0);
-  check_per_box_int64(kOp, start, "start", targets, "one entry per box", pixels, "pixels", device);
-  check_per_box_int64(kOp, height, "height", targets, "one entry per box", pixels, "pixels", device);
-  check_per_box_int64(kOp, width, "width", targets, "one entry per box", pixels, "pixels", device);
-  TORCH_CHECK(size >= 1 && size <= kMaxCropSize, "crop_resize: size must be in [1, ", std::to_string(kMaxCropSize),
+  check_per_box_int64(op, start, "start", targets, "one entry per box", pixels, "pixels", device);
+  check_per_box_int64(op, height, "height", targets, "one entry per box", pixels, "pixels", device);
+  check_per_box_int64(op, width, "width", targets, "one entry per box", pixels, "pixels", device);
+  TORCH_CHECK(size >= 1 && size <= kMaxCropSize, op, ": size must be in [1, ", std::to_string(kMaxCropSize),
               "], got ", std::to_string(size));
-  TORCH_CHECK(std::isfinite(factor) && factor > 0, "crop_resize: factor must be a positive finite number, got ",
+  TORCH_CHECK(std::isfinite(factor) && factor > 0, op, ": factor must be a positive finite number, got ",
               std::to_string(factor));
-  TORCH_CHECK(targets == 0 || pixels.size(0) > 0, "crop_resize: pixels is empty but there are ",
-              std::to_string(targets), " boxes to crop");
+  TORCH_CHECK(targets == 0 || pixels.size(0) > 0, op, ": pixels is empty but there are ", std::to_string(targets),
+              " boxes to crop");
   return targets;
+}
+
+void check_normalized_dtype(c10::ScalarType dtype) {
+  TORCH_CHECK(dtype == at::kDouble || dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16,
+              "crop_normalize: dtype must be float64, float32, float16 or bfloat16, got ", dtype);
 }
 
 TORCH_LIBRARY_FRAGMENT(actrack_fast, m) {
@@ -47,6 +47,8 @@ TORCH_LIBRARY_FRAGMENT(actrack_fast, m) {
   m.set_python_module("actrack_fast.crop_op");
   m.def("crop_resize(Tensor pixels, Tensor start, Tensor height, Tensor width, Tensor boxes, float factor, "
         "int size) -> Tensor");
+  m.def("crop_normalize(Tensor pixels, Tensor start, Tensor height, Tensor width, Tensor boxes, float factor, "
+        "int size, ScalarType dtype) -> Tensor");
 }
 
 }  // namespace actrack_fast

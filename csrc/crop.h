@@ -1,7 +1,8 @@
 // Shared declarations of the crop op (schema in crop.cpp, kernels in cpu/ and cuda/): the input checks, and the
 // per-pixel arithmetic that the CPU and the CUDA kernels both run.
 //
-// crop_resize reproduces actrack_fast.preprocessing.crop_pixels bit for bit: SeqTrack's square crop around each
+// crop_resize reproduces actrack_fast.preprocessing.crop_pixels bit for bit, and crop_normalize that followed by
+// normalize_crops and the cast to a floating dtype: SeqTrack's square crop around each
 // box (side ceil(factor * sqrt(w*h)), corner round(centre - side/2), ties to even), zero outside the image,
 // resized with OpenCV's INTER_LINEAR fixed-point arithmetic. Every rounding of the reference happens here too,
 // and only those: float64 products, sums, square root and true divisions; float32 positions and fractions;
@@ -23,10 +24,14 @@
 
 namespace actrack_fast {
 
-// TORCH_CHECKs every input of crop_resize for a kernel on `device`; returns N, the number of crops.
-int64_t check_crop_resize(const at::Tensor& pixels, const at::Tensor& start, const at::Tensor& height,
-                          const at::Tensor& width, const at::Tensor& boxes, double factor, int64_t size,
-                          c10::DeviceType device);
+// TORCH_CHECKs every input of crop_resize (or of crop_normalize: `op` names it) for a kernel on `device`; returns
+// N, the number of crops.
+int64_t check_crop_resize(const char* op, const at::Tensor& pixels, const at::Tensor& start,
+                          const at::Tensor& height, const at::Tensor& width, const at::Tensor& boxes, double factor,
+                          int64_t size, c10::DeviceType device);
+
+// TORCH_CHECKs crop_normalize's output dtype: float64, float32, float16 or bfloat16.
+void check_normalized_dtype(c10::ScalarType dtype);
 
 // The largest output side: size * size output pixels of one crop are indexed with 32-bit integers on the device.
 constexpr int64_t kMaxCropSize = 16384;
@@ -110,6 +115,14 @@ C10_HOST_DEVICE inline void blend(const uint8_t* image, int64_t width, const Tap
     }
     out[c] = static_cast<uint8_t>((sum + 2) >> 2);
   }
+}
+
+// ImageNet normalisation of value v of channel c (0 R, 1 G, 2 B): (v / 255 - mean) / std in float64, rounded once
+// to float32, as the table of preprocessing.normalize_crops.
+C10_HOST_DEVICE inline float normalized(uint8_t v, int c) {
+  const double mean = c == 0 ? 0.485 : c == 1 ? 0.456 : 0.406;
+  const double std = c == 0 ? 0.229 : c == 1 ? 0.224 : 0.225;
+  return to_float(div(sub(div(static_cast<double>(v), 255.0), mean), std));
 }
 
 // Output pixel (oy, ox) of the crop around `box` from the image whose first pixel is `image` (height x width

@@ -1,5 +1,6 @@
-"""The compiled crop op (csrc/, backend ``"cuda"`` of op ``"crop"``) against the torch reference of
-:func:`actrack_fast.preprocessing.crop_pixels` and OpenCV: bit-identical crops, atol 0.
+"""The compiled crop ops (csrc/, backend ``"cuda"`` of op ``"crop"``) against the torch references of
+:func:`actrack_fast.preprocessing.crop_pixels` (and OpenCV) and :func:`~actrack_fast.preprocessing.crop_normalized`:
+bit-identical crops and normalised crops in every floating dtype, atol 0.
 
 CPU tests run the extension's C++ kernel (CI builds it); GPU tests (``cuda`` marker) run its CUDA kernel against
 the C++ kernel and the reference on both devices, inside a CUDA graph and under ``torch.compile``. Images range
@@ -19,12 +20,14 @@ from test_preprocessing import opencv_crop, random_boxes
 
 from actrack_fast import backend, crop_op
 from actrack_fast.cuda_graphs import capture_graph
-from actrack_fast.preprocessing import ImageLayout, crop_geometry, crop_pixels
+from actrack_fast.preprocessing import ImageLayout, crop_geometry, crop_normalized, crop_pixels
 
 if crop_op._C is None and os.environ.get("ACTRACK_NO_EXT") == "1":
     pytest.skip("the extension was skipped on purpose (ACTRACK_NO_EXT=1)", allow_module_level=True)
 
 op = torch.ops.actrack_fast.crop_resize
+normalize_op = torch.ops.actrack_fast.crop_normalize
+FLOAT_DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
 
 # (size, factor): ACTrack's template (128, 2) and search (256, 4) crops, odd and tiny sizes, other factors.
 SIZES = [(1, 2.0), (16, 4.0), (37, 2.5), (64, 1.0), (128, 2.0), (101, 5.0), (256, 4.0)]
@@ -57,9 +60,19 @@ class Frames:
             crops = crop_pixels(self.pixels, self.layout, self.box_tensor, factor, size)
         return crops
 
+    def normalized(self, crop_backend, factor, size, dtype):
+        """crop_normalized with the given ``crop`` backend."""
+        with backend.use_backend(crop_backend, ops=("crop",)):
+            return crop_normalized(self.pixels, self.layout, self.box_tensor, factor, size, dtype)
+
     def op(self, factor, size):
         layout = self.layout
         return op(self.pixels, layout.start, layout.height, layout.width, self.box_tensor, factor, size)
+
+    def normalize_op(self, factor, size, dtype):
+        layout = self.layout
+        return normalize_op(self.pixels, layout.start, layout.height, layout.width, self.box_tensor, factor, size,
+                            dtype)
 
 
 def crop_one(image, box, factor, size):
@@ -73,6 +86,14 @@ def assert_identical(got, expected, what):
     assert got.dtype == torch.uint8 and got.shape == expected.shape, what
     mismatched = (got.cpu() != expected.cpu()).sum().item()
     assert mismatched == 0, f"{what}: {mismatched} of {got.numel()} bytes differ"
+
+
+def assert_identical_values(got, expected, what):
+    """Floating tensors equal bit for bit (NaN never passes)."""
+    assert got.dtype == expected.dtype and got.shape == expected.shape, what
+    assert not got.isnan().any(), what
+    mismatched = (got.cpu() != expected.cpu()).sum().item()
+    assert mismatched == 0, f"{what}: {mismatched} of {got.numel()} values differ"
 
 
 def assert_not_blank(crops):
@@ -92,6 +113,29 @@ def test_cpu_kernel_matches_reference(shape, size, factor):
     got = frames.op(factor, size)
     assert_identical(got, expected, f"{shape} size {size} factor {factor}")
     assert_not_blank(got)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("size,factor", [(1, 2.0), (37, 2.5), (128, 2.0)])
+def test_cpu_normalize_kernel_matches_reference(size, factor, dtype):
+    frames = Frames([(23, 31), (90, 120)], 8, seed=size + 3)
+    got = frames.normalize_op(factor, size, dtype)
+    assert got.shape == (len(frames.boxes), 3, size, size) and got.dtype == dtype
+    assert_identical_values(got, frames.normalized("reference", factor, size, dtype), f"{dtype} size {size}")
+    assert got.unique().numel() > 3  # image content, not only the zero border's three channel values
+
+
+def test_cpu_normalize_kernel_hits_every_table_entry():
+    # A 16 x 16 x 3 image holding each byte value once per channel, cropped at its own size: every pixel is a
+    # copy, so the output must be the table looked up at every value.
+    values = torch.arange(256, dtype=torch.uint8).reshape(16, 16, 1).expand(16, 16, 3).contiguous()
+    layout = ImageLayout.of([values.shape], [0], "cpu")
+    box = torch.tensor([[0.0, 0.0, 16.0, 16.0]], dtype=torch.float64)
+    assert torch.equal(op(values.reshape(-1, 3), layout.start, layout.height, layout.width, box, 1.0, 16)[0], values)
+    got = normalize_op(values.reshape(-1, 3), layout.start, layout.height, layout.width, box, 1.0, 16, torch.float32)
+    rgb = np.arange(256, dtype=np.float64) / 255.0
+    for c, (mean, std) in enumerate(zip((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))):
+        np.testing.assert_array_equal(got[0, c].reshape(-1).numpy(), ((rgb - mean) / std).astype(np.float32))
 
 
 def test_cpu_kernel_several_images_in_one_pixel_table():
@@ -147,6 +191,13 @@ def test_cpu_opcheck():
     frames = Frames([(23, 31), (40, 12)], 3, seed=3)
     layout = frames.layout
     torch.library.opcheck(op, (frames.pixels, layout.start, layout.height, layout.width, frames.box_tensor, 2.0, 16))
+
+
+def test_cpu_normalize_opcheck():
+    frames = Frames([(23, 31), (40, 12)], 3, seed=3)
+    layout = frames.layout
+    torch.library.opcheck(normalize_op, (frames.pixels, layout.start, layout.height, layout.width, frames.box_tensor,
+                                         2.0, 16, torch.bfloat16))
 
 
 def test_public_api_accepts_non_contiguous_inputs():
@@ -223,6 +274,14 @@ def _with(position, value):
 def test_op_rejects_bad_input_with_a_message(args, match):
     with pytest.raises(RuntimeError, match=match):
         op(*args)
+    with pytest.raises(RuntimeError, match="crop_normalize: " + match):  # the same checks, naming the op
+        normalize_op(*args, torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.uint8, torch.complex64], ids=str)
+def test_normalize_op_rejects_non_floating_dtypes(dtype):
+    with pytest.raises(RuntimeError, match="dtype must be float64, float32, float16 or bfloat16"):
+        normalize_op(*_with(6, 8), dtype)
 
 
 def test_missing_extension_falls_back_and_explains_how_to_build():
@@ -267,6 +326,17 @@ def test_cuda_kernel_matches_cpu_kernel_and_reference(size, factor):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("size,factor", [(256, 4.0), (128, 2.0), (37, 2.5)])
+def test_cuda_normalize_kernel_matches_cpu_kernel_and_reference(size, factor, dtype):
+    frames = _cuda_frames(64, seed=size + 1)
+    got = frames.normalize_op(factor, size, dtype)
+    assert got.device.type == "cuda" and got.unique().numel() > 3
+    assert_identical_values(got, frames.to("cpu").normalize_op(factor, size, dtype), "CUDA kernel vs CPU kernel")
+    assert_identical_values(got, frames.normalized("reference", factor, size, dtype), "CUDA kernel vs reference")
+
+
+@pytest.mark.cuda
 def test_cuda_kernel_several_images_and_opencv():
     frames = _cuda_frames(20, seed=11, shapes=((480, 640), (1, 300), (300, 1), (97, 131)))
     got = frames.op(4.0, 256)
@@ -294,6 +364,7 @@ def test_cuda_graph_replays_new_frames_and_boxes():
         with backend.use_backend("cuda", ops=("crop",)):
             outputs["search"] = crop_pixels(pixels, frames.layout, boxes, 4.0, 256)
             outputs["template"] = crop_pixels(pixels, frames.layout, boxes, 2.0, 128)
+            outputs["normalized"] = crop_normalized(pixels, frames.layout, boxes, 4.0, 256, torch.bfloat16)
 
     graph = capture_graph(step)
     for seed in (14, 15):
@@ -304,6 +375,8 @@ def test_cuda_graph_replays_new_frames_and_boxes():
         torch.cuda.synchronize()
         assert_identical(outputs["search"], other.crops("reference", 4.0, 256), f"search, replay {seed}")
         assert_identical(outputs["template"], other.crops("reference", 2.0, 128), f"template, replay {seed}")
+        assert_identical_values(outputs["normalized"], other.normalized("reference", 4.0, 256, torch.bfloat16),
+                                f"normalised search, replay {seed}")
 
 
 @pytest.mark.cuda
@@ -321,7 +394,9 @@ def test_cuda_torch_compile_fullgraph():
 def test_cuda_opcheck():
     frames = _cuda_frames(4, seed=18, shapes=((48, 64), (30, 20)))
     layout = frames.layout
-    torch.library.opcheck(op, (frames.pixels, layout.start, layout.height, layout.width, frames.box_tensor, 4.0, 32))
+    args = (frames.pixels, layout.start, layout.height, layout.width, frames.box_tensor, 4.0, 32)
+    torch.library.opcheck(op, args)
+    torch.library.opcheck(normalize_op, (*args, torch.float16))
 
 
 @pytest.mark.cuda
