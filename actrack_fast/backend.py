@@ -1,6 +1,6 @@
 """The one place that decides which implementation runs each op.
 
-Every op (``xcorr``, ``encoder_block``, ``decoder``, ``crop``, ``boxes``) has the pure PyTorch reference, always
+Every op (``xcorr``, ``encoder_block``, ``decoder``, ``crop``, ``boxes``, ``conv_relu``) has the pure PyTorch reference, always
 available and the ground truth, and may have fast paths that register themselves here with an availability test.
 The choice, in order of precedence:
 
@@ -25,7 +25,7 @@ from typing import Callable, Dict, Iterator, Optional, Union
 
 import torch
 
-OPS = ("xcorr", "encoder_block", "decoder", "crop", "boxes")
+OPS = ("xcorr", "encoder_block", "decoder", "crop", "boxes", "conv_relu")
 REFERENCE = "reference"
 BACKENDS = (REFERENCE, "triton", "cuda")
 PRIORITY = ("triton", "cuda")

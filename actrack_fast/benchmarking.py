@@ -92,8 +92,8 @@ PYTORCH_BACKENDS = ("reference-eager-fp32", "reference-bf16-graph", "compile")
 FAST_BACKEND = "fast"
 REFERENCE_BACKEND = "reference-eager-fp32"
 # The ops each component runs: a fast backend that speeds none of them up on a device is the reference there.
-COMPONENT_OPS = {"crop": ("crop",), "additive": ("xcorr",), "correlation": ("xcorr",),
-                 "encoder": ("xcorr", "encoder_block"), "decoder": ("decoder",), "step": backend.OPS}
+COMPONENT_OPS = {"crop": ("crop",), "additive": ("xcorr", "conv_relu"), "correlation": ("xcorr",),
+                 "encoder": ("xcorr", "conv_relu", "encoder_block"), "decoder": ("decoder",), "step": backend.OPS}
 
 
 class Unavailable(RuntimeError):
@@ -347,7 +347,8 @@ def _check_available(spec: CaseSpec) -> dict[str, str]:
     # lets the rule see them without allocating the stream. Every case runs without gradients, as the rule asks.
     stream = torch.empty((), dtype=spec.dtype, device=spec.device).expand(spec.batch, cfg.num_tokens, cfg.embed_dim)
     with torch.no_grad(), backend.use_backend(b.ops):
-        ops = {op: backend.select(op, stream if op == "encoder_block" else spec.device) for op in backend.OPS}
+        ops = {op: backend.select(op, stream if op in ("encoder_block", "conv_relu") else spec.device)
+               for op in backend.OPS}
     if b.compiled:
         if spec.component not in ("encoder", "step"):
             raise Unavailable(f"backend 'compile' compiles only the encoder blocks: for the {spec.component} it is "

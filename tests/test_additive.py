@@ -3,11 +3,14 @@
 In eval mode without autograd each conv + BatchNorm runs as one folded convolution and, when the search and
 template crops have one size, the stem runs once over all of them. Both must compute what the unfolded,
 per-crop forward computes, and the folded weights must follow every change of the weights or statistics.
+On a GPU (``cuda`` marker) the ``conv_relu`` backend ``cuda`` (cuDNN's fused conv + bias + ReLU) is compared with
+a float64 forward: 16-bit error within the 16-bit tolerance and no larger than the unfused convolution's.
 """
 import pytest
 import torch
 from torch import nn
 
+from actrack_fast import backend
 from actrack_fast.additive import AdditiveNet, ConvBNReLU
 from actrack_fast.config import get_config
 
@@ -101,4 +104,42 @@ def test_training_mode_and_autograd_use_batch_statistics_and_the_unfolded_path()
     x = torch.randn(4, 3, 8, 8, requires_grad=True)
     block(x).sum().backward()  # training mode: BatchNorm normalises with the batch's own statistics
     assert block[0].weight.grad is not None and x.grad.abs().sum() > 0
-    assert block._folded is None
+    assert not block._folded
+
+
+def test_fused_conv_relu_is_cuda_only_and_auto_keeps_the_cpu_on_the_reference():
+    x = torch.randn(1, 3, 8, 8, dtype=torch.bfloat16)
+    assert backend.select("conv_relu", x) == "reference"
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU with cuDNN"):
+        backend.select("conv_relu", x, "cuda")
+
+
+def _gpu_net(seed: int = 0) -> AdditiveNet:
+    net = AdditiveNet(get_config("B256")).cuda().eval()
+    random_statistics(net, seed)
+    return net
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("mode", ["bf16 inputs", "fp16 inputs", "autocast bf16", "fp32 explicit"])
+def test_cuda_fused_conv_relu_is_as_accurate_as_the_unfused_convolution(mode):
+    net = _gpu_net()
+    search, templates = (t.cuda() for t in crops(get_config("B256"), 2, torch.float32, seed=4))
+    expected = plain_forward(net.double(), search.double(), templates.double())
+    net.float()
+    dtype = {"bf16 inputs": torch.bfloat16, "fp16 inputs": torch.float16}.get(mode, torch.float32)
+    if dtype != torch.float32:
+        net, search, templates = net.to(dtype), search.to(dtype), templates.to(dtype)
+    results = {}
+    for name in ("cuda", "reference"):
+        with torch.no_grad(), backend.use_backend(name, ops=("conv_relu",)), \
+                torch.autocast("cuda", torch.bfloat16, enabled=mode == "autocast bf16"):
+            assert backend.select("conv_relu", search) == name
+            results[name] = net(search, templates).double()
+    errors = {name: (got - expected).abs().max().item() for name, got in results.items()}
+    assert all(torch.isfinite(got).all() for got in results.values())
+    if mode == "fp32 explicit":
+        torch.testing.assert_close(results["cuda"], expected, rtol=1e-3, atol=1e-3)  # cuDNN's TF32 convolutions
+    else:
+        torch.testing.assert_close(results["cuda"], expected, rtol=2e-2, atol=2e-2)
+        assert errors["cuda"] <= 1.25 * errors["reference"], errors
