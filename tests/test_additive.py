@@ -136,10 +136,9 @@ def test_cuda_fused_conv_relu_is_as_accurate_as_the_unfused_convolution(mode):
                 torch.autocast("cuda", torch.bfloat16, enabled=mode == "autocast bf16"):
             assert backend.select("conv_relu", search) == name
             results[name] = net(search, templates).double()
-    errors = {name: (got - expected).abs().max().item() for name, got in results.items()}
     assert all(torch.isfinite(got).all() for got in results.values())
-    if mode == "fp32 explicit":
-        torch.testing.assert_close(results["cuda"], expected, rtol=1e-3, atol=1e-3)  # cuDNN's TF32 convolutions
-    else:
-        torch.testing.assert_close(results["cuda"], expected, rtol=2e-2, atol=2e-2)
-        assert errors["cuda"] <= 1.25 * errors["reference"], errors
+    # Relative Frobenius error: elementwise maxima sit on ReLUs that flip between roundings after five layers.
+    errors = {name: ((got - expected).norm() / expected.norm()).item() for name, got in results.items()}
+    tolerance = 2e-3 if mode == "fp32 explicit" else 2e-2  # fp32: cuDNN's TF32 convolutions
+    assert errors["cuda"] <= tolerance, errors
+    assert errors["cuda"] <= 1.25 * errors["reference"], errors
