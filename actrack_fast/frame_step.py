@@ -19,6 +19,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from . import backend as backends
+from . import boxes_op
 from .additive import ConvBNReLU
 from .cuda_graphs import capture_graph
 from .preprocessing import ImageLayout, boxes_in_crop, crop_geometry, crop_normalized, track_boxes
@@ -110,13 +112,9 @@ class FrameStep:
         # and it lasts one call anyway; precast_copy is what saves the casts.
         with torch.autocast(pixels.device.type, dtype=self.dtype, enabled=self.autocast, cache_enabled=False):
             result = self.model.generate(search, state.templates, prompt, window=settings.window, check_finite=False)
-        boxes = track_boxes(result.boxes, previous, layout, cfg.search_factor, cfg.search_size, settings.margin)
-        # SeqTrack's confidence: the float32 sum of the token probabilities, scaled by 10 in double.
-        confidences = result.probs.float().sum(dim=-1).double() * 10
-        frames = state.frames + 1
+        due = advance_targets(state, result.boxes, result.probs, layout, cfg.search_factor, cfg.search_size, settings)
         if cfg.num_templates > 1:  # with one template there is nothing to update
-            due = settings.update_due(frames, confidences)
-            new = self.crop_templates(pixels, layout, boxes)
+            new = self.crop_templates(pixels, layout, state.boxes)
             # The initial template stays first; where due, the later ones shift down one slot (the oldest drops
             # out) and the new one takes the last. Slot by slot in place, in increasing order so that each reads
             # its successor before that is overwritten: T - 1 single-slot passes instead of three over all T.
@@ -125,9 +123,30 @@ class FrameStep:
             for i in range(1, cfg.num_templates):
                 successor = slots[:, i + 1] if i + 1 < cfg.num_templates else new
                 torch.where(due, successor, slots[:, i], out=slots[:, i])
-        state.boxes.copy_(boxes)
-        state.frames.copy_(frames)
-        state.confidences.copy_(confidences)
+
+
+def advance_targets(state: TargetState, pred: torch.Tensor, probs: torch.Tensor, layout: ImageLayout, factor: float,
+                    size: int, settings: TrackerSettings) -> torch.Tensor:
+    """The end of a step for every target of ``state``, in place: the next box (``track_boxes`` of the prediction
+    ``pred`` (N, 4) float32 from the crops placed with ``factor``/``size`` around the current boxes), SeqTrack's
+    confidence (the float32 sum ((p0 + p1) + p2) + p3 of the token probabilities ``probs`` (N, 4), scaled by 10 in
+    float64), and the frame count + 1; returns the template-update decision of :meth:`TrackerSettings.update_due`,
+    (N,) bool.
+
+    The ``boxes`` backend ``"cuda"`` runs it as one compiled op (:func:`actrack_fast.boxes_op.advance_targets`,
+    bit-identical), ``"reference"`` as torch ops.
+    """
+    pred, probs = pred.float(), probs.float()
+    if backends.select("boxes", state.boxes.device) == "cuda":
+        return boxes_op.advance_targets(pred, probs, state.boxes, state.frames, state.confidences, layout.height,
+                                        layout.width, factor, size, settings.margin, settings.update_interval,
+                                        settings.update_threshold)
+    boxes = track_boxes(pred, state.boxes, layout, factor, size, settings.margin)
+    confidences = (((probs[:, 0] + probs[:, 1]) + probs[:, 2]) + probs[:, 3]).double() * 10
+    state.boxes.copy_(boxes)
+    state.frames.add_(1)
+    state.confidences.copy_(confidences)
+    return settings.update_due(state.frames, state.confidences)
 
 
 def precast_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:

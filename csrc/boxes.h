@@ -1,11 +1,14 @@
-// Shared declarations of the box op (schema in boxes.cpp, kernels in cpu/ and cuda/): the input checks, and the
+// Shared declarations of the box ops (schemas in boxes.cpp, kernels in cpu/ and cuda/): the input checks, and the
 // per-box arithmetic that the CPU and the CUDA kernels both run.
 //
 // track_boxes reproduces, bit for bit, the tracker's step from the predicted box to the next box:
 //   clip_boxes(map_boxes_back(pred, previous, crop_geometry(previous, factor, size), size), height, width, margin)
 // of actrack_fast.preprocessing: the same operations in the same order and precision (float64 crop side and
 // resize factor, the float32 scaling of the prediction, float64 offsets and clipping), each rounded once
-// (rounding.h). The op is inference geometry and has no autograd formula.
+// (rounding.h). advance_targets is the whole per-target end of a tracking step (actrack_fast.frame_step
+// .advance_targets): that next box, the confidence 10 * ((p0 + p1) + p2) + p3 (float32 sum, then float64), the
+// frame count + 1 and the template-update decision, written into the state in place. Both ops are inference
+// geometry and have no autograd formula.
 #pragma once
 
 #include "rounding.h"
@@ -21,6 +24,12 @@ namespace actrack_fast {
 int64_t check_track_boxes(const at::Tensor& pred, const at::Tensor& previous, const at::Tensor& height,
                           const at::Tensor& width, double factor, int64_t size, double margin,
                           c10::DeviceType device);
+
+// TORCH_CHECKs every input of advance_targets for a kernel on `device`; returns N, the number of targets.
+int64_t check_advance_targets(const at::Tensor& pred, const at::Tensor& probs, const at::Tensor& boxes,
+                              const at::Tensor& frames, const at::Tensor& confidences, const at::Tensor& height,
+                              const at::Tensor& width, double factor, int64_t size, double margin, int64_t interval,
+                              double threshold, c10::DeviceType device);
 
 namespace boxes {
 
@@ -72,6 +81,24 @@ C10_HOST_DEVICE inline void track_box(const float* pred, const double* previous,
   out[1] = top;
   out[2] = clamp_min(sub(x2, left), margin);
   out[3] = clamp_min(sub(y2, top), margin);
+}
+
+// Target n of advance_targets: its next box into boxes[4n..], confidence, frame count, and whether its template
+// is due for an update (torch's floor modulo: the same result for negative counts too).
+C10_HOST_DEVICE inline void advance_target(int64_t n, const float* pred, const float* probs, double* boxes,
+                                           int64_t* frames, double* confidences, const int64_t* height,
+                                           const int64_t* width, double factor, int64_t size, double margin,
+                                           int64_t interval, double threshold, bool* due) {
+  const double previous[4] = {boxes[4 * n], boxes[4 * n + 1], boxes[4 * n + 2], boxes[4 * n + 3]};
+  track_box(pred + 4 * n, previous, height[n], width[n], factor, size, margin, boxes + 4 * n);
+  const float* p = probs + 4 * n;
+  const double confidence = mul(static_cast<double>(add(add(add(p[0], p[1]), p[2]), p[3])), 10.0);
+  const int64_t count = frames[n] + 1;
+  int64_t remainder = count % interval;
+  remainder += remainder < 0 ? interval : 0;
+  frames[n] = count;
+  confidences[n] = confidence;
+  due[n] = remainder == 0 && confidence > threshold;
 }
 
 }  // namespace boxes

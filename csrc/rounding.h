@@ -63,6 +63,14 @@ C10_HOST_DEVICE inline float mul(float a, float b) {
 #endif
 }
 
+C10_HOST_DEVICE inline float add(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
 C10_HOST_DEVICE inline float sub(float a, float b) {
 #ifdef __CUDA_ARCH__
   return __fsub_rn(a, b);

@@ -1,6 +1,8 @@
-"""The compiled box op (csrc/, backend ``"cuda"`` of op ``"boxes"``) against the torch reference
-``clip_boxes(map_boxes_back(pred, previous, crop_geometry(previous, factor, size), size), ...)``: bit-identical
-float64 boxes, signs of zero included.
+"""The compiled box ops (csrc/, backend ``"cuda"`` of op ``"boxes"``) against the torch references:
+``track_boxes`` against ``clip_boxes(map_boxes_back(pred, previous, crop_geometry(previous, factor, size), size),
+...)``, bit-identical float64 boxes, signs of zero included; ``advance_targets`` (next boxes, confidences, frame
+counts and update decisions, written into the state) against :func:`actrack_fast.frame_step.advance_targets`'s
+torch code, every output bit-identical.
 
 CPU tests run the extension's C++ kernel (CI builds it); GPU tests (``cuda`` marker) run its CUDA kernel against
 the C++ kernel and the reference on both devices, inside a CUDA graph and under ``torch.compile``. Previous boxes
@@ -19,12 +21,15 @@ from torch._dynamo.backends.registry import lookup_backend
 from actrack_fast import backend, xcorr_op
 from actrack_fast.cuda_graphs import capture_graph
 from actrack_fast.decoding import tokens_to_boxes
+from actrack_fast.frame_step import TargetState, advance_targets
+from actrack_fast.presets import TrackerSettings
 from actrack_fast.preprocessing import ImageLayout, clip_boxes, crop_geometry, map_boxes_back, track_boxes
 
 if xcorr_op._C is None and os.environ.get("ACTRACK_NO_EXT") == "1":
     pytest.skip("the extension was skipped on purpose (ACTRACK_NO_EXT=1)", allow_module_level=True)
 
 op = torch.ops.actrack_fast.track_boxes
+advance_op = torch.ops.actrack_fast.advance_targets
 
 BINS = 4000
 # No side equals a margin under test (0, 10): there torch's reference itself gives -0 or +0 depending on where a
@@ -89,6 +94,35 @@ def assert_identical(got, expected, what):
     assert torch.equal(got, expected), f"{what}: {(got != expected).sum().item()} of {got.numel()} values differ"
     differ = got.view(torch.int64) != expected.view(torch.int64)
     assert not differ.any(), f"{what}: {differ.sum().item()} values differ in the sign of zero"
+
+
+class Step:
+    """What ``advance_targets`` takes for N targets: their state (boxes, frame counts from 0 to 3 intervals,
+    confidences), predictions and token probabilities, with a threshold some confidences exceed."""
+
+    def __init__(self, count, seed, device="cpu", interval=5):
+        rng = np.random.default_rng(seed)
+        self.targets = Targets(count, seed, device)
+        self.probs = torch.from_numpy(rng.uniform(0.0, 0.6, (count, 4)).astype(np.float32)).to(device)
+        frames = torch.from_numpy(rng.integers(0, 3 * interval, count)).to(device)
+        self.state = TargetState(self.targets.previous.clone(), frames,
+                                 torch.full((count,), float("nan"), dtype=torch.float64, device=device), None)
+        self.settings = TrackerSettings(update_interval=interval, update_threshold=12.0, margin=10.0)
+
+    def run(self, boxes_backend):
+        """(boxes, frames, confidences, due) after advance_targets with ``boxes_backend`` on a copy of the state."""
+        state = TargetState(*(t.clone() for t in self.state.tensors()[:3]), None)
+        with backend.use_backend(boxes_backend, ops=("boxes",)):
+            due = advance_targets(state, self.targets.pred, self.probs, self.targets.layout, 4.0, 256, self.settings)
+        return state.boxes, state.frames, state.confidences, due
+
+
+def assert_same_step(got, expected, what):
+    boxes, frames, confidences, due = got
+    assert_identical(boxes, expected[0], f"{what}: boxes")
+    assert_identical(confidences, expected[2], f"{what}: confidences")
+    assert frames.dtype == torch.int64 and torch.equal(frames.cpu(), expected[1].cpu()), f"{what}: frames"
+    assert due.dtype == torch.bool and torch.equal(due.cpu(), expected[3].cpu()), f"{what}: due"
 
 
 def assert_every_clip_branch(boxes, layout, margin):
@@ -167,6 +201,29 @@ def test_backend_choice_gives_the_same_boxes():
         assert_identical(results[name], targets.reference(4.0, 256, 10.0), name)
 
 
+def test_cpu_advance_targets_matches_reference_bit_for_bit():
+    step = Step(3000, seed=40)
+    expected = step.run("reference")
+    assert_same_step(step.run("cuda"), expected, "C++ kernel")
+    boxes, frames, confidences, due = expected
+    assert torch.equal(frames, step.state.frames + 1)
+    # The decision takes both branches of both conditions.
+    on_interval = frames % step.settings.update_interval == 0
+    confident = confidences > step.settings.update_threshold
+    for a in (True, False):
+        for b in (True, False):
+            assert ((on_interval == a) & (confident == b)).sum() >= 20, (a, b)
+    assert torch.equal(due, on_interval & confident)
+
+
+def test_cpu_advance_targets_opcheck():
+    step = Step(16, seed=41)
+    state, targets = step.state, step.targets
+    torch.library.opcheck(advance_op, (targets.pred, step.probs, state.boxes.clone(), state.frames.clone(),
+                                       state.confidences.clone(), targets.layout.height, targets.layout.width, 4.0,
+                                       256, 10.0, 5, 12.0))
+
+
 def test_public_api_accepts_non_contiguous_and_float64_predictions():
     targets = Targets(50, seed=25)
     wide_pred = torch.stack([targets.pred, targets.pred], dim=2).reshape(-1, 8).double()[:, ::2]
@@ -227,6 +284,37 @@ def test_op_rejects_bad_input_with_a_message(args, match):
         op(*args)
 
 
+def _advance_args(n=2):
+    pred, previous, height, width, factor, size, margin = _args(n)
+    return [pred, torch.rand(n, 4), previous, torch.zeros(n, dtype=torch.int64),
+            torch.zeros(n, dtype=torch.float64), height, width, factor, size, margin, 5, 12.0]
+
+
+def _advance_with(position, value):
+    args = _advance_args()
+    args[position] = value
+    return args
+
+
+@pytest.mark.parametrize("args,match", [
+    (_advance_with(0, torch.rand(2, 4, dtype=torch.float64)), "advance_targets: pred must be Float, got Double"),
+    (_advance_with(1, torch.rand(3, 4)), r"probs must have shape \(N, 4\) \(the 4 tokens' probabilities\) with N = 2"),
+    (_advance_with(1, torch.rand(2, 4, dtype=torch.float64)), "probs must be Float, got Double"),
+    (_advance_with(2, torch.rand(2, 4)), "advance_targets: previous must be Double, got Float"),
+    (_advance_with(3, torch.zeros(2, dtype=torch.int32)), "frames must be int64, got Int"),
+    (_advance_with(3, torch.zeros(3, dtype=torch.int64)), r"frames must have shape \(N,\) with N = 2"),
+    (_advance_with(4, torch.zeros(2)), "confidences must be Double, got Float"),
+    (_advance_with(4, torch.zeros(2, 2, dtype=torch.float64)[:, 0]), "confidences must be contiguous"),
+    (_advance_with(4, torch.zeros(1, dtype=torch.float64)), r"confidences must have shape \(N,\) with N = 2"),
+    (_advance_with(9, -1.0), "advance_targets: margin must be a finite number >= 0"),
+    (_advance_with(10, 0), "interval must be >= 1, got 0"),
+    (_advance_with(11, float("nan")), "threshold must be finite"),
+])
+def test_advance_op_rejects_bad_input_with_a_message(args, match):
+    with pytest.raises(RuntimeError, match=match):
+        advance_op(*args)
+
+
 def test_missing_extension_falls_back_to_the_reference():
     script = """
 import sys
@@ -260,6 +348,18 @@ def test_cuda_op_matches_cpu_op_and_reference(size, factor, margin):
     assert_identical(got, cpu.reference(factor, size, margin), "CUDA kernel vs reference on the CPU")
     assert_identical(got, targets.reference(factor, size, margin), "CUDA kernel vs reference on the GPU")
     assert_every_clip_branch(got, targets.layout, margin)
+
+
+@pytest.mark.cuda
+def test_cuda_advance_targets_matches_cpu_kernel_and_reference():
+    step = Step(100_000, seed=42, device="cuda")
+    got = step.run("cuda")
+    assert got[0].device.type == "cuda"
+    cpu = Step(100_000, seed=42)
+    assert_same_step(got, cpu.run("cuda"), "CUDA kernel vs CPU kernel")
+    assert_same_step(got, cpu.run("reference"), "CUDA kernel vs reference on the CPU")
+    assert_same_step(got, step.run("reference"), "CUDA kernel vs reference on the GPU")
+    assert got[3].any() and not got[3].all()
 
 
 @pytest.mark.cuda
@@ -299,6 +399,11 @@ def test_cuda_opcheck():
     targets = Targets(16, seed=35, device="cuda")
     torch.library.opcheck(op, (targets.pred, targets.previous, targets.layout.height, targets.layout.width, 4.0, 256,
                                10.0))
+    step = Step(16, seed=43, device="cuda")
+    state = step.state
+    torch.library.opcheck(advance_op, (targets.pred, step.probs, state.boxes.clone(), state.frames.clone(),
+                                       state.confidences.clone(), targets.layout.height, targets.layout.width, 4.0,
+                                       256, 10.0, 5, 12.0))
 
 
 @pytest.mark.cuda
