@@ -85,8 +85,9 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("compile", "reference", None, graph=True, cuda_only=True, compiled=True,
             description="PyTorch reference with torch.compile'd encoder blocks, then one CUDA graph"),
     Backend("fast", "auto", None, graph=True, cuda_only=False, compiled=False,
-            description="the backends `auto` picks (CUDA crop, box and correlation ops, Triton decoder, Triton "
-                        "encoder path for 16-bit tokens), one CUDA graph; on CPU eager, float32"),
+            description="the backends `auto` picks (CUDA crop, box and correlation ops, cuDNN's fused "
+                        "conv + ReLU, Triton decoder, Triton encoder path for 16-bit tokens), one CUDA graph; on CPU "
+                        "eager, float32"),
 )}
 PYTORCH_BACKENDS = ("reference-eager-fp32", "reference-bf16-graph", "compile")
 FAST_BACKEND = "fast"
