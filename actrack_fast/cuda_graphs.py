@@ -1,6 +1,7 @@
 """CUDA-graph capture shared by the tracker's graphed step and the benchmarks, and CUDA-event timing."""
 from __future__ import annotations
 
+import statistics
 from typing import Callable, Optional
 
 import torch
@@ -25,6 +26,17 @@ def capture_graph(step: Callable[[], object], repeats: int = 1, warmup: int = 1)
         for _ in range(repeats):
             step()
     return graph
+
+
+def median_us(run: Callable[[], object], rounds: int, before: Optional[Callable[[], object]] = None) -> float:
+    """Median microseconds of ``rounds`` calls of ``run`` timed as :func:`event_times` times them."""
+    return statistics.median(event_times(run, rounds, before)) * 1e3
+
+
+def graph_median_us(step: Callable[[], object], rounds: int, repeats: int = 1, warmup: int = 2) -> float:
+    """Median microseconds of ``rounds`` replays of ``step`` captured ``repeats`` times in one graph
+    (:func:`capture_graph`; divide by ``repeats`` for one call)."""
+    return median_us(capture_graph(step, repeats, warmup).replay, rounds)
 
 
 def event_times(run: Callable[[], object], rounds: int, before: Optional[Callable[[], object]] = None) -> list[float]:

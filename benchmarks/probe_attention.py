@@ -5,13 +5,12 @@ graph, as in a 12-block encode, median of 50 replays. Run on a GPU: ``python ben
 from __future__ import annotations
 
 import math
-import statistics
 
 import torch
 import torch.nn.functional as F
 import triton
 
-from actrack_fast.cuda_graphs import capture_graph, event_times
+from actrack_fast.cuda_graphs import graph_median_us
 from kernels import attention as module
 
 TOKENS, HEADS, HEAD_DIM, CALLS = 768, 12, 64, 12
@@ -20,8 +19,7 @@ TILES = [(128, 64, 3, 4), (128, 128, 3, 8), (64, 64, 3, 4), (64, 128, 3, 4), (64
 
 
 def per_call_us(fn) -> float:
-    graph = capture_graph(fn, warmup=2)
-    return statistics.median(event_times(graph.replay, 50)) * 1e3 / CALLS
+    return graph_median_us(fn, 50) / CALLS
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from actrack_fast.cuda_graphs import capture_graph, event_times
+from actrack_fast.cuda_graphs import graph_median_us
 from kernels import decode as kernels
 from tests.test_decode_triton import make_parts
 
@@ -38,8 +38,7 @@ def barrier_us(count: int) -> float:
     def run():
         sync.zero_()
         _barriers_only[(programs,)](sync, count, num_warps=8)
-    graph = capture_graph(run, 1, warmup=2)
-    return statistics.median(event_times(graph.replay, ROUNDS)) * 1000
+    return graph_median_us(run, ROUNDS)
 
 
 def timeline_table(batch: int) -> list[str]:
@@ -91,9 +90,8 @@ def timeline_table(batch: int) -> list[str]:
 
         def project():
             kernels.project_memory(weights, shape, memory, parts.memory_pos, out)
-        graph = capture_graph(project, 1, warmup=2)
         lines += ["", f"memory projection (project_memory, in a graph, before the kernel): "
-                      f"{statistics.median(event_times(graph.replay, ROUNDS)) * 1000:.1f} us"]
+                      f"{graph_median_us(project, ROUNDS):.1f} us"]
     return lines
 
 

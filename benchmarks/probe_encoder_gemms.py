@@ -10,13 +10,12 @@ HBM); ``--weights 1`` reuses one (weights stay in L2). Prints a markdown table; 
 from __future__ import annotations
 
 import argparse
-import statistics
 
 import torch
 import torch.nn.functional as F
 import triton
 
-from actrack_fast.cuda_graphs import capture_graph, event_times
+from actrack_fast.cuda_graphs import graph_median_us
 from kernels import fused_linear as fl
 from kernels.attention import attention
 from kernels.layernorm import layernorm
@@ -27,9 +26,7 @@ LINEARS = (("injection", 768, 96, False, True), ("qkv", 2304, 768, False, False)
 
 def graph_us(fn, calls: int, samples: int = 30) -> float:
     """Median per-call time (us) of ``fn(i)`` for i < calls, captured in one CUDA graph."""
-    graph = capture_graph(lambda: [fn(i) for i in range(calls)])
-    times = event_times(graph.replay, samples + 3)
-    return statistics.median(times[3:]) * 1e3 / calls
+    return graph_median_us(lambda: [fn(i) for i in range(calls)], samples, warmup=1) / calls
 
 
 def main() -> None:

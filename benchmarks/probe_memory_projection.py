@@ -4,12 +4,11 @@ replays) and error against float64. Run on a GPU: ``python benchmarks/probe_memo
 """
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 
 import torch
 
-from actrack_fast.cuda_graphs import capture_graph, event_times
+from actrack_fast.cuda_graphs import graph_median_us
 from kernels import decode as kernels
 from tests.test_decode_triton import make_parts
 
@@ -58,8 +57,7 @@ def measure(run, x: Inputs, expected: torch.Tensor) -> str:
     x.out.fill_(float("nan"))
     run()
     error = float((x.out.double() - expected).norm() / expected.norm())
-    graph = capture_graph(run, 1, warmup=2)
-    return f"{statistics.median(event_times(graph.replay, ROUNDS)) * 1000:.1f} us, rel err {error:.1e}"
+    return f"{graph_median_us(run, ROUNDS):.1f} us, rel err {error:.1e}"
 
 
 def main() -> None:

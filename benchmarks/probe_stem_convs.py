@@ -6,21 +6,15 @@ Run on a GPU: ``python benchmarks/probe_stem_convs.py [frames ...]`` (default 1 
 """
 from __future__ import annotations
 
-import statistics
 import sys
 
 import torch
 import torch.nn.functional as F
 
-from actrack_fast.cuda_graphs import capture_graph, event_times
+from actrack_fast.cuda_graphs import graph_median_us
 
 # (in channels, out channels, kernel, stride, input side) of B256's additive net.
 CONVS = ((3, 24, 3, 2, 256), (24, 48, 3, 2, 128), (48, 96, 3, 2, 64), (96, 96, 3, 2, 32), (192, 96, 1, 1, 16))
-
-
-def graph_us(fn, samples: int = 50) -> float:
-    graph = capture_graph(fn, warmup=3)
-    return statistics.median(event_times(graph.replay, samples + 3)[3:]) * 1e3
 
 
 def main(frames: list[int]) -> None:
@@ -44,8 +38,8 @@ def main(frames: list[int]) -> None:
                 return torch.cudnn_convolution_relu(x, w, b, (stride, stride), (padding, padding), (1, 1), 1)
 
             difference = (unfused().float() - fused().float()).abs().max().item()
-            print(f"| {crops} | {cin}->{cout} k{kernel} s{stride} at {side} | {graph_us(unfused):.1f} | "
-                  f"{graph_us(fused):.1f} | {difference:.3g} |", flush=True)
+            print(f"| {crops} | {cin}->{cout} k{kernel} s{stride} at {side} | {graph_median_us(unfused, 50):.1f} | "
+                  f"{graph_median_us(fused, 50):.1f} | {difference:.3g} |", flush=True)
 
 
 if __name__ == "__main__":

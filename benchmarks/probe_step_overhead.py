@@ -14,7 +14,7 @@ import torch
 from actrack_fast import BatchTracker
 from actrack_fast.benchmarking import benchmark_model, benchmark_video, start_boxes, frame_size
 from actrack_fast.config import get_config
-from actrack_fast.cuda_graphs import event_times
+from actrack_fast.cuda_graphs import median_us
 
 CALLS = 300
 
@@ -33,15 +33,15 @@ def main(batches: list[int]) -> None:
             tracker.step(frames[1 + i % (len(frames) - 1)])
         torch.cuda.synchronize()
         graph = tracker._graph  # the GraphedStep the tracker replays
-        step = statistics.median(event_times(lambda: tracker.step(frames[1]), CALLS)) * 1e3
+        step = median_us(lambda: tracker.step(frames[1]), CALLS)
         host = []
         for _ in range(CALLS):
             begin = time.perf_counter()
             tracker.step(frames[1])
             host.append(time.perf_counter() - begin)
             torch.cuda.synchronize()
-        copy = statistics.median(event_times(lambda: graph.pixels.copy_(frames[1].reshape(-1, 3)), CALLS)) * 1e3
-        replay = statistics.median(event_times(graph._graph.replay, CALLS)) * 1e3
+        copy = median_us(lambda: graph.pixels.copy_(frames[1].reshape(-1, 3)), CALLS)
+        replay = median_us(graph._graph.replay, CALLS)
         print(f"| {batch} | {step:.1f} | {statistics.median(host) * 1e6:.1f} | {copy:.1f} | {replay:.1f} |", flush=True)
 
 

@@ -30,7 +30,7 @@ import pytest
 import torch
 import triton
 
-from actrack_fast.cuda_graphs import capture_graph, event_times
+from actrack_fast.cuda_graphs import capture_graph, median_us
 from actrack_fast.decoding import decode_cached, decode_recompute
 from kernels import decode as kernels
 from tests.test_decode_triton import make_parts
@@ -70,10 +70,6 @@ def make_step(variant: str, parts, memory, prefix):
     return _triton_step(parts, memory, prefix, cross, variant != "triton-phases", **tiling)
 
 
-def event_median_us(run, before=None) -> float:
-    return statistics.median(event_times(run, ROUNDS, before)) * 1000
-
-
 CASES = [("B256", batch, variant) for batch in (1, 64)
          for variant in ("recompute", "cached", "triton", "triton-other", "triton-phases", "triton-w16")]
 CASES += [("B256", 8, variant) for variant in ("cached", "triton", "triton-other")]
@@ -93,8 +89,8 @@ def test_decode(benchmark, shape, batch, variant):
     warm = capture_graph(step, INNER, warmup=2)
     cold = capture_graph(step, 1, warmup=2)
     flush = torch.empty(FLUSH_BYTES // 4, device="cuda")
-    warm_us = event_median_us(warm.replay) / INNER
-    cold_us = event_median_us(cold.replay, before=flush.zero_)
+    warm_us = median_us(warm.replay, ROUNDS) / INNER
+    cold_us = median_us(cold.replay, ROUNDS, before=flush.zero_)
     if workspace is not None:
         assert workspace.sync.tolist() == [0, 0, 0, 0], "a grid barrier gave up waiting"
 
