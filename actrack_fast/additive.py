@@ -26,8 +26,9 @@ class ConvBNReLU(nn.Sequential):
     autograd the forward is one convolution with the folded weight and bias, computed on first use and
     again whenever a weight, a statistic, the dtype or the device changes (PyTorch's version counters).
     Backend ``conv_relu`` (:mod:`actrack_fast.backend`) ``"cuda"`` runs that convolution as cuDNN's fused
-    conv + bias + ReLU (one kernel instead of three, the bias added before the output is rounded), in the
-    dtype autocast would run it, with the folded weight cast once; ``"reference"`` as ``F.conv2d`` + ReLU.
+    conv + bias + ReLU (one kernel instead of three, the bias added before the output is rounded; a 1x1 conv as
+    a cuBLASLt GEMM with the same epilogue), in the dtype autocast would run it, with the folded weight cast
+    once; ``"reference"`` as ``F.conv2d`` + ReLU.
     """
 
     def __init__(self, cin: int, cout: int, kernel_size: int, stride: int) -> None:
@@ -42,6 +43,8 @@ class ConvBNReLU(nn.Sequential):
         if backends.select("conv_relu", x) == "cuda":
             dtype = compute_dtype(x)
             weight, bias = self.folded(dtype)
+            if conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1:
+                return _pointwise_conv_relu(x.to(dtype), weight, bias)
             return torch.cudnn_convolution_relu(x.to(dtype), weight, bias, conv.stride, conv.padding, conv.dilation,
                                                 conv.groups)
         weight, bias = self.folded()
@@ -65,6 +68,16 @@ class ConvBNReLU(nn.Sequential):
             # on every call.
             cached = self._folded[dtype] = (key, weight.contiguous(memory_format=torch.channels_last), bias)
         return cached[1], cached[2]
+
+
+def _pointwise_conv_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """ReLU(1x1 conv(x) + bias) as one cuBLASLt GEMM over the pixels with bias + ReLU in its epilogue; returns a
+    channels-last tensor, whose (B, H*W, C) token view needs no copy. cuDNN picked a generic 17 us kernel for the
+    B256 fuse conv of one frame (benchmarks/NOTES.md, step version 8)."""
+    n, channels, height, width = x.shape
+    pixels = x.permute(0, 2, 3, 1).reshape(-1, channels)  # a view when x is channels-last
+    out = torch._addmm_activation(bias, pixels, weight.reshape(weight.shape[0], channels).t())
+    return out.view(n, height, width, -1).permute(0, 3, 1, 2)
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:

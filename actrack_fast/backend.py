@@ -139,12 +139,12 @@ def _triton_on_cuda(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
 
 
-# Measured on the H100 (benchmarks/NOTES.md, encoder section, version 3): for inference in 16 bits the Triton
-# path beats the cuBLAS/SDPA reference at every batch measured (1 to 64 B256 frames; below 32 frames it is cuBLAS
-# GEMMs with fused LayerNorm passes, see kernels/encoder_block.py); as a training step it is ~10x slower, and fp32
-# and pre-Hopper GPUs were not measured. There ``auto`` keeps the reference; ``encoder_block=triton`` still
-# selects it explicitly. Training is told by autograd being on: the frozen encoder's own input needs no
-# gradient even when the additive features flowing into it do.
+# Measured on the H100 (benchmarks/NOTES.md, encoder section, versions 3-5): for inference in 16 bits the fast
+# path (cuBLAS GEMMs with fused LayerNorm passes and the injections inside fc2, see kernels/encoder_block.py)
+# beats the cuBLAS/SDPA reference at every batch measured (1 to 64 B256 frames); as a training step it is ~10x
+# slower, and fp32 and pre-Hopper GPUs were not measured. There ``auto`` keeps the reference;
+# ``encoder_block=triton`` still selects it explicitly. Training is told by autograd being on: the frozen
+# encoder's own input needs no gradient even when the additive features flowing into it do.
 def _triton_block_pays(device: torch.device, x: Optional[torch.Tensor]) -> bool:
     return (x is not None and x.dim() == 3 and x.dtype in (torch.float16, torch.bfloat16)
             and not torch.is_grad_enabled()

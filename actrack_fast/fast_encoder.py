@@ -12,7 +12,7 @@ and differentiates that, so gradients are the reference's exactly, at the cost o
 Under ``torch.compile`` the hook stays on the reference path: Inductor generates its own kernels.
 
 :func:`fused_blocks_forward` runs a whole stack of blocks (``VisionTransformer.forward`` calls it when the
-backend picks Triton) and, for small inference batches, every block's injection as one GEMM.
+backend picks Triton); for inference it runs them as one ``encoder_stack``.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from kernels.encoder_block import BlockWeights, encoder_block, encoder_stack, gemm_choice
+from kernels.encoder_block import BlockWeights, StackPlan, encoder_block, encoder_stack, plan_stack
 from kernels.tuning import INTERPRET
 
 from . import backend
@@ -78,12 +78,7 @@ def fused_block_forward(block: Block, x: torch.Tensor, additive: Optional[torch.
     return _run_kernels(block, x, additive, injection)
 
 
-# Every block's injection as one GEMM while its output (token rows x injected blocks x dim) stays this small, so
-# that it is still in L2 when the blocks read their slices; at B256, one frame is 14 MB (L256 38 MB), 8 frames
-# 113 MB. It replaces one launch per block, which dominates at small batches.
-BATCHED_INJECTION_MAX_BYTES = 48 << 20
-
-_stacked_injections: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+_plans: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
 
 def fused_blocks_forward(blocks: Sequence[Block], x: torch.Tensor, additive: Optional[torch.Tensor] = None,
@@ -91,34 +86,24 @@ def fused_blocks_forward(blocks: Sequence[Block], x: torch.Tensor, additive: Opt
     """``x = block(x, additive, injections[str(i)])`` for each block i, on the Triton path; (B, N, C) -> (B, N, C).
 
     ``injections`` maps a block index (as a string) to its projection; blocks without one get no injection.
-    For inference in the torch-GEMM form (``kernels.encoder_block.gemm_choice``) the blocks run as one
-    ``encoder_stack``, and below ``BATCHED_INJECTION_MAX_BYTES`` of projected features every injection runs
-    first as one GEMM against the stacked injection weights, kept between calls until a weight changes
-    (version counters; a CUDA graph captured before such a change keeps the old stack).
+    For inference the blocks run as one ``encoder_stack``, whose plan (stacked injection weights, summed
+    biases) is kept between calls until a weight changes (version counters; a CUDA graph captured before such a
+    change keeps the old plan).
     """
     additive = _as_autocast_would(additive, x)
     chosen = [injections[str(i)] if injections is not None and additive is not None and str(i) in injections
               else None for i in range(len(blocks))]
     for block, injection in zip(blocks, chosen):
         _check_inputs(block, x, additive, injection)
-    rows, dim = x.shape[0] * x.shape[1], x.shape[2]
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in _all_parameters(blocks, chosen, x, additive))
-    if grad or gemm_choice(rows) != "torch":
+    if grad:
         for block, injection in zip(blocks, chosen):
             x = fused_block_forward(block, x, additive, injection)
         return x
-    injected = [linear for linear in chosen if linear is not None]
     with torch.no_grad():
-        features = additive.reshape(rows, -1) if injected else None
-        if len(injected) > 1 and rows * dim * len(injected) * x.element_size() <= BATCHED_INJECTION_MAX_BYTES:
-            stacked = torch.mm(features, _as_autocast_would(_stacked_weight(injections, injected), x).t())
-            parts = iter(stacked.split(dim, dim=1))
-            projected = [None if linear is None else next(parts) for linear in chosen]
-        else:
-            projected = [None if linear is None else torch.mm(features, _as_autocast_would(linear.weight, x).t())
-                         for linear in chosen]
-        return encoder_stack(x.contiguous(), [block_weights(block, x) for block in blocks], projected,
-                             [None if linear is None else _as_autocast_would(linear.bias, x) for linear in chosen])
+        weights = [block_weights(block, x) for block in blocks]
+        features = None if additive is None else additive.reshape(-1, additive.shape[-1])
+        return encoder_stack(x.contiguous(), weights, _plan(blocks, chosen, weights, x), features)
 
 
 def _all_parameters(blocks: Sequence[Block], injections: Sequence[Optional[nn.Linear]], *tensors):
@@ -127,14 +112,20 @@ def _all_parameters(blocks: Sequence[Block], injections: Sequence[Optional[nn.Li
         yield from _parameters(block, injection)
 
 
-def _stacked_weight(owner: nn.Module, linears: Sequence[nn.Linear]) -> torch.Tensor:
-    """The injection weights stacked along the output dim, (len * C, C_a), rebuilt when one of them changes."""
-    key = tuple((linear.weight.data_ptr(), linear.weight._version, linear.weight.dtype) for linear in linears)
-    cached = _stacked_injections.get(owner)
+def _plan(blocks: Sequence[Block], injections: Sequence[Optional[nn.Linear]], weights: Sequence[BlockWeights],
+          x: torch.Tensor) -> StackPlan:
+    """``plan_stack`` for these blocks, rebuilt when one of the tensors it derives from changes."""
+    sources = [t for block, injection in zip(blocks, injections)
+               for t in (block.attn.proj.bias, block.mlp.fc2.bias,
+                         *(() if injection is None else (injection.weight, injection.bias)))]
+    key = (x.dtype, len(blocks), tuple(i is None for i in injections),
+           tuple((t.data_ptr(), t._version, t.dtype) for t in sources))
+    cached = _plans.get(blocks[0])
     if cached is None or cached[0] != key:
-        with torch.no_grad():
-            cached = (key, torch.cat([linear.weight for linear in linears]))
-        _stacked_injections[owner] = cached
+        linears = [None if i is None else (_as_autocast_would(i.weight, x), _as_autocast_would(i.bias, x))
+                   for i in injections]
+        cached = (key, plan_stack(weights, linears))
+        _plans[blocks[0]] = cached
     return cached[1]
 
 

@@ -1,6 +1,29 @@
-"""One pre-norm ViT encoder block with ACTrack's additive input, in two forms chosen by the number of token rows.
+"""One pre-norm ViT encoder block with ACTrack's additive input, in two forms.
 
-From ``EPILOGUE_GEMMS_FROM_ROWS`` rows: eight launches of three Triton kernels,
+The default form keeps cuBLAS for every GEMM and fuses the passes between them (``add_layernorm``: residual sums
+in fp32, one rounding, and the norm, in one kernel). A stack of blocks runs as ``encoder_stack``:
+
+    p = a @ W_inj^T (every block's at once while small)                   cuBLAS
+    s, h = stream + p + carried biases, LN1(...)                          add_layernorm
+    qkv = h @ W_qkv^T + b_qkv; o = attention(q, k, v)                     cuBLAS, attention
+    s += o @ W_proj^T                                                     cuBLAS (beta = 1)
+    h = LN2(s + b_proj)                                                   layernorm (s not rewritten)
+    u = GELU(h @ W_fc1^T + b_fc1)                                         cuBLASLt (bias + GELU epilogue)
+    s += u @ W_fc2^T                                                      cuBLAS (beta = 1)
+
+Both GEMMs that end a sub-layer accumulate into the stream and leave their biases to a later kernel: b_proj
+enters LN2's sum without being stored, and b_proj + b_fc2 + the next injection's bias (summed once in fp32,
+``StackPlan``) enter the next block's first kernel. So the residual stream is rounded to the input dtype three
+times per block, as in the reference, and proj's output is never written on its own. For 16-bit inputs fc1's
+GELU runs in cuBLASLt's bias + GELU epilogue (``_linear_gelu``), which computes the tanh approximation: at most
+4.7e-4 from the exact GELU (at x = 2.7, where bf16 rounds to within 7.8e-3), so the 16-bit block's error is the
+rounding's; fp32 keeps the exact GELU pass. (Carrying the next injection inside fc2's GEMM, [u | a] against
+[W_fc2 | W_inj], would save p's write and read, but PyTorch runs the GELU epilogue only into a contiguous
+output, and u written into a wider buffer fell back to GEMM + bias copy + GELU pass: 25 % slower at 64 frames.)
+H100, bf16, B256 (benchmarks/NOTES.md, encoder versions 3-5): this form is the faster one at every batch
+measured (1 to 64 frames).
+
+``gemms="triton"`` selects the other form, eight launches of three Triton kernels per block,
 
     x' = x + additive @ W_inj^T + b_inj            fused_linear  (the injection; residual in the epilogue)
     h = LN1(x')                                    layernorm
@@ -12,26 +35,13 @@ From ``EPILOGUE_GEMMS_FROM_ROWS`` rows: eight launches of three Triton kernels,
     u = GELU(h @ W_fc1^T + b_fc1)                  fused_linear  (bias + GELU epilogue)
     x''' = x'' + u @ W_fc2^T + b_fc2               fused_linear  (residual epilogue)
 
-Below it our GEMM tiles leave the GPU part-empty and cuBLAS's win (benchmarks/NOTES.md), so the GEMMs run on
-torch (cuBLAS) and the passes between them are fused instead (``add_layernorm``: residual sums in fp32, one
-rounding, and the norm, in one kernel):
-
-    s, h = x + (additive @ W_inj^T) + b_inj + b_fc2 of the block before, LN1(...)      add_layernorm
-    qkv = h @ W_qkv^T + b_qkv; o = attention; p = o @ W_proj^T                         cuBLAS, attention
-    s, h = s + p + b_proj, LN2(...)                                                    add_layernorm
-    u = GELU(h @ W_fc1^T + b_fc1); s += u @ W_fc2^T                                    cuBLAS (beta = 1)
-
-fc2 accumulates into the stream and leaves its bias to the next block's first kernel (``encoder_stack``; a
-lone block adds it at the end). For 16-bit inputs fc1's GELU runs in cuBLASLt's bias + GELU epilogue
-(``_linear_gelu``), which computes the tanh approximation: at most 4.7e-4 from the exact GELU (at x = 2.7, where
-bf16 rounds to within 7.8e-3), so the 16-bit block's error is the rounding's; fp32 keeps the exact GELU pass. Eight launches per block against thirteen for the reference, with as many
-full-width roundings of the residual stream (three), and the caller may run every block's injection as one
-GEMM beforehand (``projected``, see ``actrack_fast.fast_encoder``).
+whose GEMMs carry every epilogue; since fc1's GELU moved into cuBLASLt's epilogue it measured 8-28 % slower
+at 8-64 frames (at 64 its TMA GEMMs win only where they save a pass: proj, injection), and at one frame our
+tiles leave the GPU part-empty where cuBLAS's do not.
 
 Every intermediate is written once in the input dtype and read once; accumulation is fp32. The injection
-is a GEMM of its own rather than a prologue of the LayerNorm kernel: a row-block kernel re-reads the whole
-(C, C_a) injection weight for every few rows and, holding whole rows, needed 255 registers with spills at
-C = 1024 (ptxas, sm_90).
+is not a prologue of the LayerNorm kernel: a row-block kernel re-reads the whole (C, C_a) injection weight for
+every few rows and, holding whole rows, needed 255 registers with spills at C = 1024 (ptxas, sm_90).
 """
 from __future__ import annotations
 
@@ -50,11 +60,7 @@ from .layernorm import add_layernorm, layernorm
 # at 8 frames and 12.9 against 11.9 us at one; 32 sits between the measured points.
 SDPA_FROM_ROWS = 24_576
 
-# From this many token rows the Triton GEMMs with fused epilogues run the block; below, torch's (cuBLAS). H100,
-# bf16 (benchmarks/NOTES.md): at 768 rows fc1 takes 20.5 us on our tiles against 13.5 on cuBLAS's, at 6,144 the
-# qkv and fc2 GEMMs lose too, while at 49,152 the epilogues win (proj 1.44x, injection 1.68x).
-EPILOGUE_GEMMS_FROM_ROWS = 24_576
-GEMM_CHOICES = ("triton", "torch")
+GEMM_CHOICES = ("torch", "triton")
 
 
 @dataclass(frozen=True)
@@ -77,10 +83,36 @@ class BlockWeights:
     eps: float
 
 
-def gemm_choice(rows: int, requested: Optional[str] = None) -> str:
-    """``'triton'`` (fused-epilogue GEMMs) or ``'torch'`` (cuBLAS GEMMs, fused LayerNorm passes) for ``rows``."""
+# An injection's (weight (C, C_a), bias (C,)).
+Injection = tuple[torch.Tensor, torch.Tensor]
+
+# Every block's injection as one GEMM against the stacked injection weights while its output (token rows x
+# injected blocks x dim) stays this small, so that it is still in L2 when the blocks read their slices; at B256,
+# one frame is 14 MB (L256 38 MB), 8 frames 113 MB. It replaces one launch per block, which dominates at small
+# batches.
+BATCHED_INJECTION_MAX_BYTES = 48 << 20
+
+
+@dataclass(frozen=True)
+class StackPlan:
+    """What ``encoder_stack`` derives from the weights (``plan_stack``); callers keep it while the weights stay.
+
+    ``injection_weights[i]`` is block i's injection weight (C, C_a) or None, ``stacked_injections`` all of them
+    stacked along the output dim when there are several, ``first_bias`` block 0's injection bias, and
+    ``carried_biases[i]`` (C,) fp32 is b_proj + b_fc2 of block i plus block i + 1's injection bias: the biases
+    the next block's first kernel (or the end of the stack) adds.
+    """
+
+    injection_weights: tuple[Optional[torch.Tensor], ...]
+    stacked_injections: Optional[torch.Tensor]
+    first_bias: Optional[torch.Tensor]
+    carried_biases: tuple[torch.Tensor, ...]
+
+
+def gemm_choice(requested: Optional[str] = None) -> str:
+    """``'torch'`` (cuBLAS GEMMs, fused LayerNorm passes; the default) or ``'triton'`` (fused-epilogue GEMMs)."""
     if requested is None:
-        return "triton" if rows >= EPILOGUE_GEMMS_FROM_ROWS else "torch"
+        return "torch"
     if requested not in GEMM_CHOICES:
         raise ValueError(f"gemms must be one of {GEMM_CHOICES} or None, got {requested!r}")
     return requested
@@ -88,32 +120,22 @@ def gemm_choice(rows: int, requested: Optional[str] = None) -> str:
 
 def encoder_block(x: torch.Tensor, weights: BlockWeights, additive: Optional[torch.Tensor] = None,
                   injection_weight: Optional[torch.Tensor] = None,
-                  injection_bias: Optional[torch.Tensor] = None, *, projected: Optional[torch.Tensor] = None,
-                  gemms: Optional[str] = None) -> torch.Tensor:
+                  injection_bias: Optional[torch.Tensor] = None, *, gemms: Optional[str] = None) -> torch.Tensor:
     """The block on x (B, N, C) with the injection of additive (B, N, C_a) -> (B, N, C).
 
-    injection_weight (C, C_a) and injection_bias (C,) come with ``additive`` or not at all. Instead of
-    ``additive`` and ``injection_weight``, ``projected`` (B*N, C) may hold ``additive @ injection_weight^T``
-    already computed (any row stride, unit column stride; the bias not yet added). ``gemms`` forces one form
-    (see ``gemm_choice``). Inputs are validated by the caller (``actrack_fast.fast_encoder``): contiguous, one
-    dtype, one device; x itself is never written.
+    injection_weight (C, C_a) and injection_bias (C,) come with ``additive`` or not at all. ``gemms`` picks
+    the form (see ``gemm_choice``). Inputs are validated by the caller (``actrack_fast.fast_encoder``):
+    contiguous, one dtype, one device; x itself is never written.
     """
     B, N, C = x.shape
-    if additive is not None:
-        features = additive.reshape(B * N, additive.shape[-1])
-    if gemm_choice(B * N, gemms) == "torch":
-        if additive is not None:
-            projected = torch.mm(features, injection_weight.t())
-        return encoder_stack(x, [weights], [projected], [injection_bias])
+    features = None if additive is None else additive.reshape(B * N, additive.shape[-1])
+    if gemm_choice(gemms) == "torch":
+        injection = None if additive is None else (injection_weight, injection_bias)
+        return encoder_stack(x, [weights], plan_stack([weights], [injection]), features)
     stream = x.reshape(B * N, C)
     if additive is not None:
         stream = fused_linear(features, injection_weight, injection_bias, residual=stream)
-        h = layernorm(stream, weights.norm1_weight, weights.norm1_bias, weights.eps)
-    elif projected is not None:
-        stream, h = add_layernorm(stream, weights.norm1_weight, weights.norm1_bias, weights.eps,
-                                  residual=projected, residual_bias=injection_bias)
-    else:
-        h = layernorm(stream, weights.norm1_weight, weights.norm1_bias, weights.eps)
+    h = layernorm(stream, weights.norm1_weight, weights.norm1_bias, weights.eps)
     qkv = fused_linear(h, weights.qkv_weight, weights.qkv_bias)
     heads = _attention(qkv, B, weights.num_heads)
     stream = fused_linear(heads, weights.proj_weight, weights.proj_bias, residual=stream)
@@ -123,27 +145,51 @@ def encoder_block(x: torch.Tensor, weights: BlockWeights, additive: Optional[tor
     return stream.reshape(B, N, C)
 
 
-def encoder_stack(x: torch.Tensor, weights: Sequence[BlockWeights], projected: Sequence[Optional[torch.Tensor]],
-                  injection_biases: Sequence[Optional[torch.Tensor]]) -> torch.Tensor:
+@torch.no_grad()
+def plan_stack(weights: Sequence[BlockWeights], injections: Sequence[Optional[Injection]]) -> StackPlan:
+    """The ``StackPlan`` of blocks ``weights`` with ``injections`` (one per block, None for a block without)."""
+    if len(injections) != len(weights):
+        raise ValueError(f"one injection (or None) per block: {len(weights)} blocks, {len(injections)} injections")
+    carried = []
+    for block, following in zip(weights, [*injections[1:], None]):
+        bias = block.proj_bias.float() + block.fc2_bias.float()
+        carried.append(bias if following is None else bias + following[1].float())
+    present = [injection[0] for injection in injections if injection is not None]
+    return StackPlan(tuple(None if injection is None else injection[0] for injection in injections),
+                     torch.cat(present) if len(present) > 1 else None,
+                     None if injections[0] is None else injections[0][1], tuple(carried))
+
+
+def encoder_stack(x: torch.Tensor, weights: Sequence[BlockWeights], plan: StackPlan,
+                  features: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Blocks one after the other in the torch-GEMM form: x (B, N, C) -> (B, N, C).
 
-    ``projected[i]`` is block i's ``additive @ W_inj^T`` as (B*N, C) (any row stride, unit column stride) and
-    ``injection_biases[i]`` its bias, both None for a block without injection. Each fc2 bias is added by the
-    next block's first kernel; the last one costs one addition at the end. x itself is never written.
+    ``plan`` comes from ``plan_stack`` for these weights; ``features`` (B*N, C_a) are the additive features
+    every injected block receives (required when any block has an injection). x itself is never written.
     """
     B, N, C = x.shape
-    stream, pending = x.reshape(B * N, C), None
-    for block, part, bias in zip(weights, projected, injection_biases, strict=True):
+    projected = _project_injections(features, plan, B * N, C, x.element_size())
+    stream, carried = x.reshape(B * N, C), None
+    for i, (block, part, carry) in enumerate(zip(weights, projected, plan.carried_biases, strict=True)):
         stream, h = add_layernorm(stream, block.norm1_weight, block.norm1_bias, block.eps, residual=part,
-                                  residual_bias=bias, pending_bias=pending)
+                                  residual_bias=plan.first_bias if i == 0 else None, pending_bias=carried)
         qkv = F.linear(h, block.qkv_weight, block.qkv_bias)
-        attended = torch.mm(_attention(qkv, B, block.num_heads), block.proj_weight.t())
-        stream, h = add_layernorm(stream, block.norm2_weight, block.norm2_bias, block.eps, residual=attended,
-                                  residual_bias=block.proj_bias)
-        hidden = _linear_gelu(h, block.fc1_weight, block.fc1_bias)
-        stream.addmm_(hidden, block.fc2_weight.t())  # the stream is this iteration's own tensor
-        pending = block.fc2_bias
-    return (stream if pending is None else stream.add_(pending)).reshape(B, N, C)
+        stream.addmm_(_attention(qkv, B, block.num_heads), block.proj_weight.t())  # the stream is this call's own
+        h = layernorm(stream, block.norm2_weight, block.norm2_bias, block.eps, pending_bias=block.proj_bias)
+        stream.addmm_(_linear_gelu(h, block.fc1_weight, block.fc1_bias), block.fc2_weight.t())
+        carried = carry
+    return stream.add_(carried).reshape(B, N, C)
+
+
+def _project_injections(features: Optional[torch.Tensor], plan: StackPlan, rows: int, dim: int,
+                        element_size: int) -> list[Optional[torch.Tensor]]:
+    """Each block's features @ W_inj^T (rows, dim) or None: one GEMM for all while ``BATCHED_INJECTION_MAX_BYTES``
+    allows, else one per block."""
+    count = sum(weight is not None for weight in plan.injection_weights)
+    if plan.stacked_injections is not None and rows * dim * count * element_size <= BATCHED_INJECTION_MAX_BYTES:
+        parts = iter(torch.mm(features, plan.stacked_injections.t()).split(dim, dim=1))
+        return [None if weight is None else next(parts) for weight in plan.injection_weights]
+    return [None if weight is None else torch.mm(features, weight.t()) for weight in plan.injection_weights]
 
 
 def _linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """LayerNorm over the rows of the residual stream, optionally fused with the residual additions before it.
 
 ``add_layernorm`` computes s = x + residual + residual_bias + pending_bias (the last one a bias that the GEMM
-before left out so that it could accumulate into the stream), writes the stream s and LN(s); ``layernorm`` is
-the plain case. One read of each input and one write of each output per element; fp32 statistics.
+before left out so that it could accumulate into the stream), writes the stream s and LN(s); ``layernorm``
+writes only LN(x + pending_bias). One read of each input and one write of each output per element; fp32 statistics.
 Each program holds whole rows in registers (BLOCK_D = next power of two of the width), so the mean and
 variance are exact two-pass ones without a second trip to memory.
 """
@@ -74,12 +74,14 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: floa
     return y
 
 
-def layernorm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
-    """LayerNorm of each row: x (M, D), weight and bias (D,) -> (M, D) in x's dtype.
+def layernorm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, *,
+              pending_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """LayerNorm of each row of x + pending_bias: x (M, D), weight, bias and pending_bias (D,) -> (M, D) in x's
+    dtype; the sum is formed in fp32 and not stored.
 
-    Inputs must be contiguous, of one dtype and on one device (the caller validates).
+    Inputs must be on one device, x contiguous (the caller validates).
     """
-    return _launch(x, weight, bias, eps, None, None, None, None)
+    return _launch(x, weight, bias, eps, None, None, pending_bias, None)
 
 
 def add_layernorm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, *,
