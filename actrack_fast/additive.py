@@ -8,6 +8,7 @@ Linear, so a fresh additive net leaves the frozen model's computation exactly un
 """
 from __future__ import annotations
 
+import importlib.util
 from typing import Optional
 
 import torch
@@ -27,8 +28,9 @@ class ConvBNReLU(nn.Sequential):
     again whenever a weight, a statistic, the dtype or the device changes (PyTorch's version counters).
     Backend ``conv_relu`` (:mod:`actrack_fast.backend`) ``"cuda"`` runs that convolution as cuDNN's fused
     conv + bias + ReLU (one kernel instead of three, the bias added before the output is rounded; a 1x1 conv as
-    a cuBLASLt GEMM with the same epilogue), in the dtype autocast would run it, with the folded weight cast
-    once; ``"reference"`` as ``F.conv2d`` + ReLU.
+    a cuBLASLt GEMM with the same epilogue; the stem's first, 3-channel stage as a Triton kernel, see
+    ``ConvStem.forward_crops``), in the dtype autocast would run it, with the folded weight cast once;
+    ``"reference"`` as ``F.conv2d`` + ReLU.
     """
 
     def __init__(self, cin: int, cout: int, kernel_size: int, stride: int) -> None:
@@ -36,11 +38,19 @@ class ConvBNReLU(nn.Sequential):
                          nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
         self._folded: dict = {}  # dtype -> (version key, weight, bias)
 
+    def inference_backend(self, x: torch.Tensor) -> Optional[str]:
+        """The ``conv_relu`` backend a forward on x runs, or None where the plain modules run (training, autograd,
+        a BatchNorm without running statistics)."""
+        if self.training or torch.is_grad_enabled() or self[1].running_var is None:
+            return None
+        return backends.select("conv_relu", x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv, norm = self[0], self[1]
-        if self.training or torch.is_grad_enabled() or norm.running_var is None:
+        conv = self[0]
+        backend = self.inference_backend(x)
+        if backend is None:
             return super().forward(x)
-        if backends.select("conv_relu", x) == "cuda":
+        if backend == "cuda":
             dtype = compute_dtype(x)
             weight, bias = self.folded(dtype)
             if conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1:
@@ -86,6 +96,9 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
 
 
+_HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+
 def _cudnn_on_cuda(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_available() and torch.backends.cudnn.is_available()
 
@@ -111,6 +124,24 @@ class ConvStem(nn.Module):
         if image.is_cuda:  # cuDNN's convolutions run channels-last; converting once saves a conversion per stage
             image = image.contiguous(memory_format=torch.channels_last)
         return self.stages(image)
+
+    def forward_crops(self, search: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
+        """The stem over the search and every template crop of each frame in one pass (at inference only, where
+        BatchNorm does not normalise by the batch): (B, 3, S, S), (B, T, 3, S, S) -> (B, 1 + T, C, S/16, S/16).
+
+        With backend ``conv_relu`` = ``cuda`` and Triton installed, the first stage is ``kernels.stem_conv``,
+        which reads both crop batches where they are; otherwise they are concatenated first.
+        """
+        B, T = templates.shape[:2]
+        first = self.stages[0]
+        if first.inference_backend(search) == "cuda" and _HAS_TRITON:
+            from kernels.stem_conv import stem_conv_relu  # imported on first use: loads Triton
+
+            weight, bias = first.folded(compute_dtype(search))
+            maps = self.stages[1:](stem_conv_relu(search.contiguous(), templates.contiguous(), weight, bias))
+        else:
+            maps = self(torch.cat([search[:, None], templates], dim=1).flatten(0, 1))
+        return maps.unflatten(0, (B, 1 + T))
 
 
 def target_kernel_size(config: ModelConfig) -> int:
@@ -163,7 +194,7 @@ class AdditiveNet(nn.Module):
         # One stem pass for every crop of the frame; not in training, where BatchNorm's batch statistics
         # would then mix search and template crops.
         if not self.training and search.shape[-2:] == templates.shape[-2:]:
-            maps = self.stem(torch.cat([search[:, None], templates], dim=1).flatten(0, 1)).unflatten(0, (B, 1 + T))
+            maps = self.stem.forward_crops(search, templates)
             search_map, template_maps = maps[:, 0], maps[:, 1:]
         else:
             search_map = self.stem(search)

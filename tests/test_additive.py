@@ -142,3 +142,63 @@ def test_cuda_fused_conv_relu_is_as_accurate_as_the_unfused_convolution(mode):
     tolerance = 2e-3 if mode == "fp32 explicit" else 2e-2  # fp32: cuDNN's TF32 convolutions
     assert errors["cuda"] <= tolerance, errors
     assert errors["cuda"] <= 1.25 * errors["reference"], errors
+
+
+def _stem_reference(search, templates, weight, bias):
+    """Float64 conv + bias + ReLU over the crops in the kernel's order (per frame: search, then templates)."""
+    crops_ = torch.cat([search[:, None], templates], dim=1).flatten(0, 1).double()
+    return torch.relu(torch.nn.functional.conv2d(crops_, weight.double(), bias.double(), stride=2, padding=1))
+
+
+def _stem_case(frames, templates_per_frame, size, channels, dtype, device, channels_last_weight=True):
+    generator = torch.Generator().manual_seed(size + channels)
+    search = torch.randn(frames, 3, size, size, generator=generator).to(device, dtype)
+    templates = torch.randn(frames, templates_per_frame, 3, size, size, generator=generator).to(device, dtype)
+    weight = (torch.randn(channels, 3, 3, 3, generator=generator) / 27 ** 0.5).to(device, dtype)
+    if channels_last_weight:  # as ConvBNReLU.folded keeps it
+        weight = weight.contiguous(memory_format=torch.channels_last)
+    bias = (torch.randn(channels, generator=generator) * 0.1).to(device, dtype)
+    return search, templates, weight, bias
+
+
+STEM_TOLERANCE = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("frames,templates_per_frame,size,channels,channels_last_weight",
+                         [(1, 2, 16, 8, True), (2, 1, 13, 24, False), (1, 3, 9, 20, True)])
+def test_stem_kernel_in_the_interpreter(dtype, frames, templates_per_frame, size, channels, channels_last_weight):
+    """The Triton first stage against a float64 convolution: odd sizes (padding on one side only), channel counts
+    that are not a power of two, both weight layouts; a channels-last output in the weight's dtype."""
+    from kernels.stem_conv import stem_conv_relu
+
+    case = _stem_case(frames, templates_per_frame, size, channels, dtype, torch.device("cpu"), channels_last_weight)
+    got = stem_conv_relu(*case)
+    expected = _stem_reference(*case)
+    assert got.shape == expected.shape and got.dtype == dtype
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.isfinite(got).all()
+    assert ((got.double() - expected).norm() / expected.norm()).item() < STEM_TOLERANCE[dtype]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("frames", [1, 64])
+def test_stem_kernel_on_gpu(dtype, frames):
+    """B256's first stage (3 -> 24, 256 x 256 crops, 2 templates) at one frame and at 64, against float64 and no
+    less accurate than cuDNN's convolution in the same dtype; fp32 crops under a 16-bit weight (autocast) too."""
+    from kernels.stem_conv import stem_conv_relu
+
+    case = _stem_case(frames, 2, 256, 24, dtype, torch.device("cuda"))
+    expected = _stem_reference(*case)
+    got = stem_conv_relu(*case)
+    search, templates, weight, bias = case
+    crops_ = torch.cat([search[:, None], templates], dim=1).flatten(0, 1)
+    with torch.backends.cudnn.flags(allow_tf32=False):
+        cudnn = torch.relu(torch.nn.functional.conv2d(crops_, weight, bias, stride=2, padding=1))
+    errors = [((t.double() - expected).norm() / expected.norm()).item() for t in (got, cudnn)]
+    assert errors[0] < STEM_TOLERANCE[dtype] and errors[0] <= 1.25 * errors[1] + 1e-7, errors
+    mixed = stem_conv_relu(search.float(), templates.float(), weight, bias)
+    assert mixed.dtype == dtype
+    assert ((mixed.double() - expected).norm() / expected.norm()).item() < STEM_TOLERANCE[dtype]
