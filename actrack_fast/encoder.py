@@ -30,10 +30,14 @@ class PatchEmbed(nn.Module):
         self.patch_size = patch_size
         self.proj = nn.Conv2d(3, dim, kernel_size=patch_size, stride=patch_size)
 
-    def patches(self, image: torch.Tensor) -> torch.Tensor:
-        """(..., 3, S, S) -> (..., (S/p)^2, 3 p p), each row one patch in the conv weight's (c, y, x) order."""
+    def patches(self, image: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(..., 3, S, S) -> (..., (S/p)^2, 3 p p), each row one patch in the conv weight's (c, y, x) order;
+        written into ``out`` (that shape, any strides that allow the view) when given, in one copy."""
         p = self.patch_size
-        return rearrange(image, "... c (h p) (w q) -> ... (h w) (c p q)", p=p, q=p)
+        grid = rearrange(image, "... c (h p) (w q) -> ... h w c p q", p=p, q=p)  # a view
+        if out is None:
+            return grid.flatten(-5, -4).flatten(-3, -1)
+        return out.view(grid.shape).copy_(grid).view(out.shape)
 
     def embed_patches(self, patches: torch.Tensor) -> torch.Tensor:
         """Rows of :meth:`patches` -> tokens (..., dim)."""
@@ -127,8 +131,11 @@ class VisionTransformer(nn.Module):
 
         Every template shares the template part of ``pos_embed``; all patches go through one GEMM.
         """
-        T, Nx = templates.shape[1], self.num_search_tokens
-        patches = torch.cat([self.patch_embed.patches(search), self.patch_embed.patches(templates).flatten(1, 2)], 1)
+        B, T, Nx = templates.shape[0], templates.shape[1], self.num_search_tokens
+        p = self.patch_embed.patch_size
+        patches = search.new_empty(B, Nx + T * (templates.shape[-1] // p) ** 2, 3 * p * p)
+        self.patch_embed.patches(search, patches[:, :Nx])
+        self.patch_embed.patches(templates, patches[:, Nx:].unflatten(1, (T, -1)))
         tokens = self.patch_embed.embed_patches(patches)
         # Added in place, broadcast over the templates: no per-frame copy of the position table.
         tokens[:, :Nx] += self.pos_embed[:, :Nx]
@@ -150,7 +157,7 @@ class VisionTransformer(nn.Module):
         if not torch.compiler.is_compiling() and backend.select("encoder_block", x) == "triton":
             from .fast_encoder import fused_blocks_forward  # imported on first use: loads Triton
 
-            return self.norm(fused_blocks_forward(self.blocks, x, additive, injections))
+            return fused_blocks_forward(self.blocks, x, additive, injections, self.norm)
         for index, block in enumerate(self.blocks):
             injection = injections[str(index)] if injections is not None and str(index) in injections else None
             x = block(x, additive, injection)

@@ -82,8 +82,10 @@ _plans: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionar
 
 
 def fused_blocks_forward(blocks: Sequence[Block], x: torch.Tensor, additive: Optional[torch.Tensor] = None,
-                         injections: Optional[nn.ModuleDict] = None) -> torch.Tensor:
-    """``x = block(x, additive, injections[str(i)])`` for each block i, on the Triton path; (B, N, C) -> (B, N, C).
+                         injections: Optional[nn.ModuleDict] = None,
+                         norm: Optional[nn.LayerNorm] = None) -> torch.Tensor:
+    """``x = block(x, additive, injections[str(i)])`` for each block i, then ``norm(x)`` if given, on the Triton
+    path; (B, N, C) -> (B, N, C).
 
     ``injections`` maps a block index (as a string) to its projection; blocks without one get no injection.
     For inference the blocks run as one ``encoder_stack``, whose plan (stacked injection weights, summed
@@ -99,11 +101,15 @@ def fused_blocks_forward(blocks: Sequence[Block], x: torch.Tensor, additive: Opt
     if grad:
         for block, injection in zip(blocks, chosen):
             x = fused_block_forward(block, x, additive, injection)
-        return x
+        return x if norm is None else norm(x)
     with torch.no_grad():
         weights = [block_weights(block, x) for block in blocks]
         features = None if additive is None else additive.reshape(-1, additive.shape[-1])
-        return encoder_stack(x.contiguous(), weights, _plan(blocks, chosen, weights, x), features)
+        # Under autocast the module norm runs as autocast runs LayerNorm (an fp32 output); else in the stack.
+        fused_norm = norm is not None and not torch.is_autocast_enabled(x.device.type)
+        out = encoder_stack(x.contiguous(), weights, _plan(blocks, chosen, weights, x), features,
+                            (norm.weight, norm.bias, norm.eps) if fused_norm else None)
+    return out if norm is None or fused_norm else norm(out)
 
 
 def _all_parameters(blocks: Sequence[Block], injections: Sequence[Optional[nn.Linear]], *tensors):

@@ -161,11 +161,14 @@ def plan_stack(weights: Sequence[BlockWeights], injections: Sequence[Optional[In
 
 
 def encoder_stack(x: torch.Tensor, weights: Sequence[BlockWeights], plan: StackPlan,
-                  features: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Blocks one after the other in the torch-GEMM form: x (B, N, C) -> (B, N, C).
+                  features: Optional[torch.Tensor] = None,
+                  final_norm: Optional[tuple[torch.Tensor, torch.Tensor, float]] = None) -> torch.Tensor:
+    """Blocks one after the other in the torch-GEMM form, then LayerNorm ``final_norm`` = (weight, bias, eps) if
+    given: x (B, N, C) -> (B, N, C).
 
     ``plan`` comes from ``plan_stack`` for these weights; ``features`` (B*N, C_a) are the additive features
-    every injected block receives (required when any block has an injection). x itself is never written.
+    every injected block receives (required when any block has an injection). The final norm takes the last
+    biases in its fp32 sum, so the stream is not rounded once more before it. x itself is never written.
     """
     B, N, C = x.shape
     projected = _project_injections(features, plan, B * N, C, x.element_size())
@@ -178,6 +181,8 @@ def encoder_stack(x: torch.Tensor, weights: Sequence[BlockWeights], plan: StackP
         h = layernorm(stream, block.norm2_weight, block.norm2_bias, block.eps, pending_bias=block.proj_bias)
         stream.addmm_(_linear_gelu(h, block.fc1_weight, block.fc1_bias), block.fc2_weight.t())
         carried = carry
+    if final_norm is not None:
+        return layernorm(stream, *final_norm, pending_bias=carried).reshape(B, N, C)
     return stream.add_(carried).reshape(B, N, C)
 
 

@@ -297,13 +297,17 @@ def test_block_with_fp32_norms_next_to_16_bit_weights():
 @pytest.mark.parametrize("dtype", CPU_DTYPES)
 @pytest.mark.parametrize("injected", [("0", "2"), ("1", "2"), ("1",), ()])
 @pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("final_norm", [True, False])
 @torch.no_grad()
-def test_stack_matches_the_reference_blocks(dtype, injected, batched, monkeypatch):
+def test_stack_matches_the_reference_blocks(dtype, injected, batched, final_norm, monkeypatch):
     """fused_blocks_forward over three blocks, some injected: the injections as one GEMM (batched) or one per
-    block, each block's proj and fc2 biases (and the next injection's) carried to the next block's first kernel;
-    the plan is rebuilt after an in-place weight change and kept otherwise."""
+    block, each block's proj and fc2 biases (and the next injection's) carried to the next block's first kernel,
+    the encoder's final LayerNorm taking the last ones; the plan is rebuilt after an in-place weight change and
+    kept otherwise."""
     if not batched:
         monkeypatch.setattr(encoder_block_module, "BATCHED_INJECTION_MAX_BYTES", 0)
+    norm = randomize(torch.nn.LayerNorm(64, eps=LAYER_NORM_EPS)).to(device(), dtype) \
+        if final_norm else None
     pairs = [make_block(64, 2, 16, dtype) for _ in range(3)]
     blocks = [block for block, _ in pairs]
     injections = torch.nn.ModuleDict({i: pairs[int(i)][1] for i in injected})
@@ -315,19 +319,20 @@ def test_stack_matches_the_reference_blocks(dtype, injected, batched, monkeypatc
         for i, block in enumerate(blocks):
             linear = copy.deepcopy(injections[str(i)]).double() if str(i) in injections else None
             out = copy.deepcopy(block).double().reference_forward(out, additive.double(), linear)
-        return out
+        return out if norm is None else copy.deepcopy(norm).double()(out)
 
     x_before = x.clone()
-    out = fast_encoder.fused_blocks_forward(blocks, x, additive, injections)
+    out = fast_encoder.fused_blocks_forward(blocks, x, additive, injections, norm)
     assert rel_err(out, reference()) < cpu_tol(dtype)
     assert torch.equal(x, x_before)
     plan = fast_encoder._plans[blocks[0]][1]
-    fast_encoder.fused_blocks_forward(blocks, x, additive, injections)
+    fast_encoder.fused_blocks_forward(blocks, x, additive, injections, norm)
     assert fast_encoder._plans[blocks[0]][1] is plan
     if injected:
         injections[injected[-1]].weight.mul_(-2.0)
     blocks[0].attn.proj.bias.add_(1.0)
-    assert rel_err(fast_encoder.fused_blocks_forward(blocks, x, additive, injections), reference()) < cpu_tol(dtype)
+    out = fast_encoder.fused_blocks_forward(blocks, x, additive, injections, norm)
+    assert rel_err(out, reference()) < cpu_tol(dtype)
     assert fast_encoder._plans[blocks[0]][1] is not plan
 
 
