@@ -56,11 +56,14 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, queries: Optional[int] = None) -> torch.Tensor:
+        """(B, N, dim) -> (B, N, dim); with ``queries`` = Q only the first Q tokens attend: -> (B, Q, dim)."""
         B, N, C = x.shape
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        if queries is not None:
+            q = q[:, :, :queries]
         out = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(out.transpose(1, 2).reshape(B, N, C))
+        return self.proj(out.transpose(1, 2).reshape(B, -1, C))
 
 
 class Mlp(nn.Module):
@@ -79,9 +82,10 @@ class Block(nn.Module):
 
     ``forward(x, additive, injection)``: when given, ``injection(additive)`` (the zero-initialised
     projection of the additive net's per-token features) is added to the token stream first; then
-    ``x += attn(norm1(x)); x += mlp(norm2(x))``. ``forward`` runs the Triton kernels
-    (``fast_encoder``) where ``backend.select("encoder_block", ...)`` picks them, ``reference_forward``
-    otherwise.
+    ``x += attn(norm1(x)); x += mlp(norm2(x))``. With ``queries`` = Q, only the first Q tokens attend and go
+    on through the block (every token still gives keys and values): (B, N, dim) -> (B, Q, dim). ``forward``
+    runs the Triton kernels (``fast_encoder``) where ``backend.select("encoder_block", ...)`` picks them,
+    ``reference_forward`` otherwise.
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float) -> None:
@@ -92,21 +96,24 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(
-        self, x: torch.Tensor, additive: Optional[torch.Tensor] = None, injection: Optional[nn.Module] = None
+        self, x: torch.Tensor, additive: Optional[torch.Tensor] = None, injection: Optional[nn.Module] = None,
+        queries: Optional[int] = None,
     ) -> torch.Tensor:
         # Under torch.compile the reference is traced: Inductor generates its own kernels.
         if not torch.compiler.is_compiling() and backend.select("encoder_block", x) == "triton":
             from .fast_encoder import fused_block_forward  # imported on first use: loads Triton
 
-            return fused_block_forward(self, x, additive, injection)
-        return self.reference_forward(x, additive, injection)
+            return fused_block_forward(self, x, additive, injection, queries)
+        return self.reference_forward(x, additive, injection, queries)
 
     def reference_forward(
-        self, x: torch.Tensor, additive: Optional[torch.Tensor] = None, injection: Optional[nn.Module] = None
+        self, x: torch.Tensor, additive: Optional[torch.Tensor] = None, injection: Optional[nn.Module] = None,
+        queries: Optional[int] = None,
     ) -> torch.Tensor:
         if additive is not None and injection is not None:
             x = x + injection(additive)
-        x = x + self.attn(self.norm1(x))
+        attended = self.attn(self.norm1(x), queries)
+        x = (x if queries is None else x[:, :queries]) + attended
         return x + self.mlp(self.norm2(x))
 
 
@@ -131,15 +138,23 @@ class VisionTransformer(nn.Module):
 
         Every template shares the template part of ``pos_embed``; all patches go through one GEMM.
         """
+        return self.add_positions(self.patch_tokens(search, templates))
+
+    def patch_tokens(self, search: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
+        """:meth:`embed` without the position embedding."""
         B, T, Nx = templates.shape[0], templates.shape[1], self.num_search_tokens
         p = self.patch_embed.patch_size
         patches = search.new_empty(B, Nx + T * (templates.shape[-1] // p) ** 2, 3 * p * p)
         self.patch_embed.patches(search, patches[:, :Nx])
         self.patch_embed.patches(templates, patches[:, Nx:].unflatten(1, (T, -1)))
-        tokens = self.patch_embed.embed_patches(patches)
-        # Added in place, broadcast over the templates: no per-frame copy of the position table.
+        return self.patch_embed.embed_patches(patches)
+
+    def add_positions(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens`` (B, Nx + T*Nz, dim) += the position embedding, in place (broadcast over the templates: no
+        per-frame copy of the position table)."""
+        Nx = self.num_search_tokens
         tokens[:, :Nx] += self.pos_embed[:, :Nx]
-        tokens[:, Nx:].unflatten(1, (T, -1)).add_(self.pos_embed[:, None, Nx:])
+        tokens[:, Nx:].unflatten(1, (-1, self.pos_embed.shape[1] - Nx)).add_(self.pos_embed[:, None, Nx:])
         return tokens
 
     def forward(
@@ -148,19 +163,27 @@ class VisionTransformer(nn.Module):
         templates: torch.Tensor,
         additive: Optional[torch.Tensor] = None,
         injections: Optional[nn.ModuleDict] = None,
+        search_only: bool = False,
     ) -> torch.Tensor:
-        """(B, 3, Ss, Ss), (B, T, 3, St, St), additive (B, N, C_a) -> (B, N, dim).
+        """(B, 3, Ss, Ss), (B, T, 3, St, St), additive (B, N, C_a) -> (B, N, dim), or (B, Nx, dim) with
+        ``search_only``: then the last block runs only the search tokens' queries and everything after them
+        (the decoder reads no other token; the same values as slicing the full output).
 
         ``injections`` maps a block index (as a string) to the projection added before that block.
         """
-        x = self.embed(search, templates)
+        x = self.patch_tokens(search, templates)
+        queries = self.num_search_tokens if search_only else None
         if not torch.compiler.is_compiling() and backend.select("encoder_block", x) == "triton":
-            from .fast_encoder import fused_blocks_forward  # imported on first use: loads Triton
+            from .fast_encoder import fused_blocks_forward, position_table  # imported on first use: loads Triton
 
-            return fused_blocks_forward(self.blocks, x, additive, injections, self.norm)
+            # The positions join the first block's fused sum instead of a pass of their own.
+            positions = position_table(self, templates.shape[1])
+            return fused_blocks_forward(self.blocks, x, additive, injections, self.norm, queries, positions)
+        x = self.add_positions(x)
+        last = len(self.blocks) - 1
         for index, block in enumerate(self.blocks):
             injection = injections[str(index)] if injections is not None and str(index) in injections else None
-            x = block(x, additive, injection)
+            x = block(x, additive, injection, queries if index == last else None)
         return self.norm(x)
 
 
@@ -177,5 +200,6 @@ class Encoder(nn.Module):
         templates: torch.Tensor,
         additive: Optional[torch.Tensor] = None,
         injections: Optional[nn.ModuleDict] = None,
+        search_only: bool = False,
     ) -> torch.Tensor:
-        return self.body(search, templates, additive, injections)
+        return self.body(search, templates, additive, injections, search_only)

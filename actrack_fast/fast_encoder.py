@@ -26,7 +26,7 @@ from kernels.encoder_block import BlockWeights, StackPlan, encoder_block, encode
 from kernels.tuning import INTERPRET
 
 from . import backend
-from .encoder import Block
+from .encoder import Block, VisionTransformer
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -62,8 +62,9 @@ def _as_autocast_would(tensor: Optional[torch.Tensor], x: torch.Tensor) -> Optio
 
 
 def fused_block_forward(block: Block, x: torch.Tensor, additive: Optional[torch.Tensor] = None,
-                        injection: Optional[nn.Linear] = None) -> torch.Tensor:
-    """``block(x, additive, injection)`` on the Triton kernels: x (B, N, C), additive (B, N, C_a) -> (B, N, C).
+                        injection: Optional[nn.Linear] = None, queries: Optional[int] = None) -> torch.Tensor:
+    """``block(x, additive, injection, queries)`` on the Triton kernels: x (B, N, C), additive (B, N, C_a) ->
+    (B, N, C), or (B, Q, C) with ``queries`` = Q (only the first Q tokens attend and go on through the block).
 
     As in the reference, the injection applies only when both ``additive`` and ``injection`` are given.
     Raises ``TypeError``/``ValueError`` naming the argument for inputs the kernels cannot take.
@@ -71,11 +72,11 @@ def fused_block_forward(block: Block, x: torch.Tensor, additive: Optional[torch.
     if additive is None or injection is None:
         additive = injection = None
     additive = _as_autocast_would(additive, x)
-    _check_inputs(block, x, additive, injection)
+    _check_inputs(block, x, additive, injection, queries)
     params = _parameters(block, injection)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, additive, *params)):
-        return FusedBlockFunction.apply(block, injection, x, additive, *params)
-    return _run_kernels(block, x, additive, injection)
+        return FusedBlockFunction.apply(block, injection, queries, x, additive, *params)
+    return _run_kernels(block, x, additive, injection, queries)
 
 
 _plans: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
@@ -83,9 +84,11 @@ _plans: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionar
 
 def fused_blocks_forward(blocks: Sequence[Block], x: torch.Tensor, additive: Optional[torch.Tensor] = None,
                          injections: Optional[nn.ModuleDict] = None,
-                         norm: Optional[nn.LayerNorm] = None) -> torch.Tensor:
+                         norm: Optional[nn.LayerNorm] = None, queries: Optional[int] = None,
+                         positions: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``x = block(x, additive, injections[str(i)])`` for each block i, then ``norm(x)`` if given, on the Triton
-    path; (B, N, C) -> (B, N, C).
+    path; (B, N, C) -> (B, N, C), or (B, Q, C) with ``queries`` = Q, which the last block gets. ``positions``
+    (N, C), when given, is added to x first (as ``VisionTransformer.add_positions`` would, x itself unchanged).
 
     ``injections`` maps a block index (as a string) to its projection; blocks without one get no injection.
     For inference the blocks run as one ``encoder_stack``, whose plan (stacked injection weights, summed
@@ -96,11 +99,13 @@ def fused_blocks_forward(blocks: Sequence[Block], x: torch.Tensor, additive: Opt
     chosen = [injections[str(i)] if injections is not None and additive is not None and str(i) in injections
               else None for i in range(len(blocks))]
     for block, injection in zip(blocks, chosen):
-        _check_inputs(block, x, additive, injection)
+        _check_inputs(block, x, additive, injection, queries)
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in _all_parameters(blocks, chosen, x, additive))
     if grad:
-        for block, injection in zip(blocks, chosen):
-            x = fused_block_forward(block, x, additive, injection)
+        if positions is not None:  # rounded to x's dtype as the reference's in-place add rounds it
+            x = (x + positions).to(x.dtype)
+        for i, (block, injection) in enumerate(zip(blocks, chosen)):
+            x = fused_block_forward(block, x, additive, injection, queries if i == len(blocks) - 1 else None)
         return x if norm is None else norm(x)
     with torch.no_grad():
         weights = [block_weights(block, x) for block in blocks]
@@ -108,8 +113,31 @@ def fused_blocks_forward(blocks: Sequence[Block], x: torch.Tensor, additive: Opt
         # Under autocast the module norm runs as autocast runs LayerNorm (an fp32 output); else in the stack.
         fused_norm = norm is not None and not torch.is_autocast_enabled(x.device.type)
         out = encoder_stack(x.contiguous(), weights, _plan(blocks, chosen, weights, x), features,
-                            (norm.weight, norm.bias, norm.eps) if fused_norm else None)
+                            (norm.weight, norm.bias, norm.eps) if fused_norm else None, queries, positions)
     return out if norm is None or fused_norm else norm(out)
+
+
+_position_tables: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def position_table(encoder: VisionTransformer, templates: int) -> torch.Tensor:
+    """The position embedding of every token of a frame with ``templates`` templates, (N, C) with
+    N = Nx + T * Nz, from the encoder's ``pos_embed`` (1, Nx + Nz, C) (every template takes the template rows):
+    kept until ``pos_embed`` changes, or built per call where gradients must reach it."""
+    pos_embed, num_search = encoder.pos_embed, encoder.num_search_tokens
+
+    def build() -> torch.Tensor:
+        return torch.cat([pos_embed[0, :num_search], pos_embed[0, num_search:].repeat(templates, 1)])
+
+    if torch.is_grad_enabled() and pos_embed.requires_grad:
+        return build()
+    key = (pos_embed.data_ptr(), pos_embed._version, pos_embed.dtype, templates)
+    cached = _position_tables.get(encoder)
+    if cached is None or cached[0] != key:
+        with torch.no_grad():
+            cached = (key, build())
+        _position_tables[encoder] = cached
+    return cached[1]
 
 
 def _all_parameters(blocks: Sequence[Block], injections: Sequence[Optional[nn.Linear]], *tensors):
@@ -139,42 +167,42 @@ class FusedBlock(Block):
     """``encoder.Block`` whose forward always takes the Triton path (same parameters, same state dict)."""
 
     def forward(self, x: torch.Tensor, additive: Optional[torch.Tensor] = None,
-                injection: Optional[nn.Module] = None) -> torch.Tensor:
+                injection: Optional[nn.Module] = None, queries: Optional[int] = None) -> torch.Tensor:
         backend.select("encoder_block", x.device, "triton")  # a clear error where Triton cannot run
-        return fused_block_forward(self, x, additive, injection)
+        return fused_block_forward(self, x, additive, injection, queries)
 
 
 class FusedBlockFunction(torch.autograd.Function):
     """Forward on the Triton kernels; backward recomputes through ``Block.reference_forward`` (SDPA).
 
-    ``apply(block, injection, x, additive, *parameters)`` with ``parameters`` as listed by
+    ``apply(block, injection, queries, x, additive, *parameters)`` with ``parameters`` as listed by
     ``_parameters`` so that gradients reach whichever of them require it.
     """
 
     @staticmethod
-    def forward(ctx, block: Block, injection: Optional[nn.Linear], x: torch.Tensor,
+    def forward(ctx, block: Block, injection: Optional[nn.Linear], queries: Optional[int], x: torch.Tensor,
                 additive: Optional[torch.Tensor], *params: torch.Tensor) -> torch.Tensor:
-        ctx.block, ctx.injection = block, injection
+        ctx.block, ctx.injection, ctx.queries = block, injection, queries
         device = x.device.type
         ctx.autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
         ctx.save_for_backward(x, additive)
-        return _run_kernels(block, x, additive, injection)
+        return _run_kernels(block, x, additive, injection, queries)
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
         x, additive = ctx.saved_tensors
-        needs = ctx.needs_input_grad[2:]
+        needs = ctx.needs_input_grad[3:]
         device, autocast, dtype = ctx.autocast
         # The recomputation sees the autocast state of the forward (backward runs outside it).
         with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=autocast):
             x = x.detach().requires_grad_(needs[0])
             if additive is not None:
                 additive = additive.detach().requires_grad_(needs[1])
-            output = ctx.block.reference_forward(x, additive, ctx.injection)
+            output = ctx.block.reference_forward(x, additive, ctx.injection, ctx.queries)
         inputs = [x, additive, *_parameters(ctx.block, ctx.injection)]
         wanted = [t for t, need in zip(inputs, needs) if need]
         grads = iter(torch.autograd.grad(output, wanted, grad_output, allow_unused=True))
-        return (None, None, *(next(grads) if need else None for need in needs))
+        return (None, None, None, *(next(grads) if need else None for need in needs))
 
 
 def _parameters(block: Block, injection: Optional[nn.Linear]) -> list[torch.Tensor]:
@@ -183,18 +211,21 @@ def _parameters(block: Block, injection: Optional[nn.Linear]) -> list[torch.Tens
 
 
 def _run_kernels(block: Block, x: torch.Tensor, additive: Optional[torch.Tensor],
-                 injection: Optional[nn.Linear]) -> torch.Tensor:
+                 injection: Optional[nn.Linear], queries: Optional[int]) -> torch.Tensor:
     with torch.no_grad():
         if injection is None:
-            return encoder_block(x.contiguous(), block_weights(block, x))
+            return encoder_block(x.contiguous(), block_weights(block, x), queries=queries)
         return encoder_block(x.contiguous(), block_weights(block, x), additive.contiguous(),
-                             _as_autocast_would(injection.weight, x), _as_autocast_would(injection.bias, x))
+                             _as_autocast_would(injection.weight, x), _as_autocast_would(injection.bias, x),
+                             queries=queries)
 
 
 def _check_inputs(block: Block, x: torch.Tensor, additive: Optional[torch.Tensor],
-                  injection: Optional[nn.Linear]) -> None:
+                  injection: Optional[nn.Linear], queries: Optional[int] = None) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 3:
         raise ValueError(f"x must be a (B, N, C) tensor, got {getattr(x, 'shape', type(x).__name__)}")
+    if queries is not None and not (isinstance(queries, int) and 0 < queries <= x.shape[1]):
+        raise ValueError(f"queries must be an int in [1, {x.shape[1]}] (the tokens), got {queries!r}")
     if x.dtype not in DTYPES:
         raise TypeError(f"x must be float32, float16 or bfloat16 for the Triton encoder block, got {x.dtype}")
     if x.device.type != "cuda" and not INTERPRET:

@@ -51,20 +51,23 @@ class ACTrack(nn.Module):
 
     # --- forward pieces -------------------------------------------------------------------------
     def encode(self, search: torch.Tensor, templates: torch.Tensor, additive: bool = True,
-               check_finite: bool = True) -> torch.Tensor:
-        """Encoder output (B, Nx + T*Nz, dim); ``additive=False`` runs plain SeqTrack.
+               check_finite: bool = True, search_only: bool = False) -> torch.Tensor:
+        """Encoder output (B, Nx + T*Nz, dim), or only the search tokens' (B, Nx, dim) with ``search_only`` (what
+        the decoder reads; the last block then skips the template tokens' queries, proj and MLP);
+        ``additive=False`` runs plain SeqTrack.
 
         ``check_finite=False`` skips the NaN/inf scan of the crops (a device-to-host sync), for callers
         that made the crops themselves, such as the trackers.
         """
         check_crops(self.config, search, templates, finite=check_finite)
         if not additive:
-            return self.encoder(search, templates)
+            return self.encoder(search, templates, search_only=search_only)
         features = self.additive(search, templates)
-        return self.encoder(search, templates, features, self.additive.injections)
+        return self.encoder(search, templates, features, self.additive.injections, search_only)
 
     def memory(self, encoded: torch.Tensor) -> torch.Tensor:
-        """Decoder memory from the search tokens (FEATURE_TYPE 'x'): (B, N, dim) -> (B, Nx, d)."""
+        """Decoder memory from the search tokens (FEATURE_TYPE 'x') of an encoder output (B, N, dim), all tokens or
+        only the search tokens (``encode(..., search_only=True)``) -> (B, Nx, d)."""
         return self.bottleneck(encoded[:, : self.config.num_search_tokens])
 
     def query_pos(self) -> torch.Tensor:
@@ -98,7 +101,7 @@ class ACTrack(nn.Module):
         check_tensor("sequence", sequence, (search.shape[0], None), floating=False)
         if sequence.shape[1] > limit:
             raise ValueError(f"sequence must have at most {limit} tokens, got {sequence.shape[1]}")
-        memory = self.memory(self.encode(search, templates))
+        memory = self.memory(self.encode(search, templates, search_only=True))
         hidden = self.decoder(sequence, memory, self.pos_embed, self.query_pos()[: sequence.shape[1]])
         return self.vocab_embed(hidden)
 
@@ -116,7 +119,7 @@ class ACTrack(nn.Module):
         """
         if method not in DECODE_METHODS:
             raise ValueError(f"method must be one of {sorted(DECODE_METHODS)}, got {method!r}")
-        memory = self.memory(self.encode(search, templates, additive=additive, check_finite=check_finite))
+        memory = self.memory(self.encode(search, templates, additive, check_finite, search_only=True))
         prefix = self.prefix(search.shape[0], search.device, prompt_boxes, check_finite)
         return self.decode(memory, prefix, window, method)
 

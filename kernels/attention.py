@@ -1,13 +1,15 @@
 """Non-causal multi-head attention over every token of a frame (flash-attention forward in Triton).
 
 Reads q, k and v straight out of the fused qkv projection (B*N, 3*C) and writes the heads merged,
-(B*N, C), as ``proj`` consumes them: the reference's permute and reshape copies disappear. The softmax
+(B*N, C), as ``proj`` consumes them: the reference's permute and reshape copies disappear. Optionally only a
+frame's first ``queries`` tokens attend (over all N keys): the encoder's last block, whose other rows nobody reads. The softmax
 is online (running max and sum in fp32, base-2 exponentials with the scale folded in), so the N x N scores
 never reach memory.
 """
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import triton
@@ -34,11 +36,11 @@ def _is_fp32_config(config: triton.Config) -> bool:
     return config.kwargs["BLOCK_N"] == 32
 
 
-@triton.autotune(configs=_CONFIGS, key=["N", "batch", "NUM_HEADS", "HEAD_DIM"], do_bench=quick_bench,
+@triton.autotune(configs=_CONFIGS, key=["N", "queries", "batch", "NUM_HEADS", "HEAD_DIM"], do_bench=quick_bench,
                  prune_configs_by={"early_config_prune": keep_fp32(_is_fp32_config, "qkv_ptr")})
 @triton.heuristics({"EVEN_N": lambda args: args["N"] % args["BLOCK_N"] == 0})
 @triton.jit
-def _attention_kernel(qkv_ptr, out_ptr, N, batch, qk_scale, NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
+def _attention_kernel(qkv_ptr, out_ptr, N, queries, batch, qk_scale, NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
                       PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_N: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -52,7 +54,7 @@ def _attention_kernel(qkv_ptr, out_ptr, N, batch, qk_scale, NUM_HEADS: tl.conste
 
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     ds = tl.arange(0, HEAD_DIM)
-    q = tl.load(q_base + rows[:, None] * row_stride + ds[None, :], mask=rows[:, None] < N, other=0.0)
+    q = tl.load(q_base + rows[:, None] * row_stride + ds[None, :], mask=rows[:, None] < queries, other=0.0)
 
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
@@ -77,12 +79,13 @@ def _attention_kernel(qkv_ptr, out_ptr, N, batch, qk_scale, NUM_HEADS: tl.conste
         m_i = m_new
 
     out = acc / l_i[:, None]
-    out_ptrs = out_ptr + (b.to(tl.int64) * N + rows)[:, None] * dim + h * HEAD_DIM + ds[None, :]
-    tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=rows[:, None] < N)
+    out_ptrs = out_ptr + (b.to(tl.int64) * queries + rows)[:, None] * dim + h * HEAD_DIM + ds[None, :]
+    tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=rows[:, None] < queries)
 
 
-def attention(qkv: torch.Tensor, batch: int, num_heads: int) -> torch.Tensor:
-    """Softmax(q k^T / sqrt(d)) v per head: qkv (B*N, 3*C) in (3, heads, d) column order -> (B*N, C).
+def attention(qkv: torch.Tensor, batch: int, num_heads: int, queries: Optional[int] = None) -> torch.Tensor:
+    """Softmax(q k^T / sqrt(d)) v per head: qkv (B*N, 3*C) in (3, heads, d) column order -> (B*N, C), or, with
+    ``queries`` = Q <= N, the outputs of each frame's first Q tokens only, (B*Q, C).
 
     The head dim d = C / heads must be a power of two >= 16 (64 in every ViT configuration); the caller
     validates shapes.
@@ -90,12 +93,13 @@ def attention(qkv: torch.Tensor, batch: int, num_heads: int) -> torch.Tensor:
     rows, three_dim = qkv.shape
     dim = three_dim // 3
     tokens = rows // batch
+    queries = tokens if queries is None else queries
     head_dim = dim // num_heads
-    out = torch.empty((rows, dim), device=qkv.device, dtype=qkv.dtype)
+    out = torch.empty((batch * queries, dim), device=qkv.device, dtype=qkv.dtype)
 
     def grid(meta):
-        return (triton.cdiv(tokens, meta["BLOCK_M"]), batch * num_heads)
+        return (triton.cdiv(queries, meta["BLOCK_M"]), batch * num_heads)
 
-    _attention_kernel[grid](qkv, out, tokens, batch, LOG2E / math.sqrt(head_dim), NUM_HEADS=num_heads,
+    _attention_kernel[grid](qkv, out, tokens, queries, batch, LOG2E / math.sqrt(head_dim), NUM_HEADS=num_heads,
                             HEAD_DIM=head_dim, PRECISION=dot_precision(qkv.dtype))
     return out

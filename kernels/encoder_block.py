@@ -120,8 +120,10 @@ def gemm_choice(requested: Optional[str] = None) -> str:
 
 def encoder_block(x: torch.Tensor, weights: BlockWeights, additive: Optional[torch.Tensor] = None,
                   injection_weight: Optional[torch.Tensor] = None,
-                  injection_bias: Optional[torch.Tensor] = None, *, gemms: Optional[str] = None) -> torch.Tensor:
-    """The block on x (B, N, C) with the injection of additive (B, N, C_a) -> (B, N, C).
+                  injection_bias: Optional[torch.Tensor] = None, *, gemms: Optional[str] = None,
+                  queries: Optional[int] = None) -> torch.Tensor:
+    """The block on x (B, N, C) with the injection of additive (B, N, C_a) -> (B, N, C); with ``queries`` = Q,
+    only each frame's first Q tokens attend and go on through the block: -> (B, Q, C) (see ``encoder_stack``).
 
     injection_weight (C, C_a) and injection_bias (C,) come with ``additive`` or not at all. ``gemms`` picks
     the form (see ``gemm_choice``). Inputs are validated by the caller (``actrack_fast.fast_encoder``):
@@ -131,18 +133,18 @@ def encoder_block(x: torch.Tensor, weights: BlockWeights, additive: Optional[tor
     features = None if additive is None else additive.reshape(B * N, additive.shape[-1])
     if gemm_choice(gemms) == "torch":
         injection = None if additive is None else (injection_weight, injection_bias)
-        return encoder_stack(x, [weights], plan_stack([weights], [injection]), features)
+        return encoder_stack(x, [weights], plan_stack([weights], [injection]), features, queries=queries)
     stream = x.reshape(B * N, C)
     if additive is not None:
         stream = fused_linear(features, injection_weight, injection_bias, residual=stream)
     h = layernorm(stream, weights.norm1_weight, weights.norm1_bias, weights.eps)
     qkv = fused_linear(h, weights.qkv_weight, weights.qkv_bias)
-    heads = _attention(qkv, B, weights.num_heads)
-    stream = fused_linear(heads, weights.proj_weight, weights.proj_bias, residual=stream)
+    heads = _attention(qkv, B, weights.num_heads, queries)
+    stream = fused_linear(heads, weights.proj_weight, weights.proj_bias, residual=_query_rows(stream, B, queries))
     h = layernorm(stream, weights.norm2_weight, weights.norm2_bias, weights.eps)
     hidden = fused_linear(h, weights.fc1_weight, weights.fc1_bias, gelu=True)
     stream = fused_linear(hidden, weights.fc2_weight, weights.fc2_bias, residual=stream)
-    return stream.reshape(B, N, C)
+    return stream.reshape(B, -1, C)
 
 
 @torch.no_grad()
@@ -162,28 +164,48 @@ def plan_stack(weights: Sequence[BlockWeights], injections: Sequence[Optional[In
 
 def encoder_stack(x: torch.Tensor, weights: Sequence[BlockWeights], plan: StackPlan,
                   features: Optional[torch.Tensor] = None,
-                  final_norm: Optional[tuple[torch.Tensor, torch.Tensor, float]] = None) -> torch.Tensor:
+                  final_norm: Optional[tuple[torch.Tensor, torch.Tensor, float]] = None,
+                  queries: Optional[int] = None, positions: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Blocks one after the other in the torch-GEMM form, then LayerNorm ``final_norm`` = (weight, bias, eps) if
-    given: x (B, N, C) -> (B, N, C).
+    given: x (B, N, C) -> (B, N, C), or (B, Q, C) with ``queries`` = Q.
 
     ``plan`` comes from ``plan_stack`` for these weights; ``features`` (B*N, C_a) are the additive features
-    every injected block receives (required when any block has an injection). The final norm takes the last
-    biases in its fp32 sum, so the stream is not rounded once more before it. x itself is never written.
+    every injected block receives (required when any block has an injection). ``positions`` (N, C), a
+    position embedding not yet in x, joins the first block's fp32 sum (a pass over the stream fewer). The final
+    norm takes the last biases in its fp32 sum, so the stream is not rounded once more before it. x itself is
+    never written.
+    With ``queries``, the last block computes keys and values for every token but everything after them only
+    for each frame's first Q tokens (the search tokens, which alone become the decoder's memory): at B256 that
+    block's attention, proj, MLP and the final norm shrink to a third.
     """
     B, N, C = x.shape
     projected = _project_injections(features, plan, B * N, C, x.element_size())
     stream, carried = x.reshape(B * N, C), None
     for i, (block, part, carry) in enumerate(zip(weights, projected, plan.carried_biases, strict=True)):
         stream, h = add_layernorm(stream, block.norm1_weight, block.norm1_bias, block.eps, residual=part,
-                                  residual_bias=plan.first_bias if i == 0 else None, pending_bias=carried)
+                                  residual_bias=plan.first_bias if i == 0 else None,
+                                  pending_bias=positions if i == 0 else carried)
         qkv = F.linear(h, block.qkv_weight, block.qkv_bias)
-        stream.addmm_(_attention(qkv, B, block.num_heads), block.proj_weight.t())  # the stream is this call's own
+        rows = queries if i == len(weights) - 1 else None
+        stream = _query_rows(stream, B, rows)
+        # The stream is this call's own (add_layernorm's output or a copy of its rows).
+        stream.addmm_(_attention(qkv, B, block.num_heads, rows), block.proj_weight.t())
         h = layernorm(stream, block.norm2_weight, block.norm2_bias, block.eps, pending_bias=block.proj_bias)
         stream.addmm_(_linear_gelu(h, block.fc1_weight, block.fc1_bias), block.fc2_weight.t())
         carried = carry
     if final_norm is not None:
-        return layernorm(stream, *final_norm, pending_bias=carried).reshape(B, N, C)
-    return stream.add_(carried).reshape(B, N, C)
+        stream = layernorm(stream, *final_norm, pending_bias=carried)
+    else:
+        stream.add_(carried)
+    return stream.reshape(B, -1, C)
+
+
+def _query_rows(stream: torch.Tensor, batch: int, queries: Optional[int]) -> torch.Tensor:
+    """The rows of each frame's first ``queries`` tokens of stream (B*N, C), as one (B*Q, C) matrix (a view for
+    one frame, else a copy); the whole stream without ``queries``."""
+    if queries is None:
+        return stream
+    return stream.view(batch, -1, stream.shape[-1])[:, :queries].reshape(-1, stream.shape[-1])
 
 
 def _project_injections(features: Optional[torch.Tensor], plan: StackPlan, rows: int, dim: int,
@@ -205,11 +227,14 @@ def _linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> t
     return F.gelu(F.linear(x, weight, bias))
 
 
-def _attention(qkv: torch.Tensor, batch: int, num_heads: int) -> torch.Tensor:
-    """(B*N, 3*C) -> (B*N, C) by the faster kernel for the size (see ``SDPA_FROM_ROWS``)."""
+def _attention(qkv: torch.Tensor, batch: int, num_heads: int, queries: Optional[int] = None) -> torch.Tensor:
+    """(B*N, 3*C) -> (B*N, C), or (B*Q, C) for each frame's first ``queries`` = Q tokens, by the faster kernel
+    for the size (see ``SDPA_FROM_ROWS``)."""
     rows, three_dim = qkv.shape
     if not (qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16) and rows >= SDPA_FROM_ROWS):
-        return attention(qkv, batch, num_heads)
+        return attention(qkv, batch, num_heads, queries)
     dim = three_dim // 3
     q, k, v = qkv.view(batch, rows // batch, 3, num_heads, dim // num_heads).permute(2, 0, 3, 1, 4)
-    return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(rows, dim)
+    if queries is not None:
+        q = q[:, :, :queries]
+    return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(-1, dim)

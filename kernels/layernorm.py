@@ -1,8 +1,8 @@
 """LayerNorm over the rows of the residual stream, optionally fused with the residual additions before it.
 
 ``add_layernorm`` computes s = x + residual + residual_bias + pending_bias (the last one a bias that the GEMM
-before left out so that it could accumulate into the stream), writes the stream s and LN(s); ``layernorm``
-writes only LN(x + pending_bias). One read of each input and one write of each output per element; fp32 statistics.
+before left out so that it could accumulate into the stream, or a table with a row per token of a frame: the
+position embedding), writes the stream s and LN(s); ``layernorm`` writes only LN(x + pending_bias). One read of each input and one write of each output per element; fp32 statistics.
 Each program holds whole rows in registers (BLOCK_D = next power of two of the width), so the mean and
 variance are exact two-pass ones without a second trip to memory.
 """
@@ -26,8 +26,8 @@ _CONFIGS = choose(_config(4, 4), [_config(4, 4), _config(8, 8), _config(16, 8)])
 
 @triton.autotune(configs=_CONFIGS, key=["M", "D", "HAS_RESIDUAL", "STORE_STREAM"], do_bench=quick_bench)
 @triton.jit
-def _layernorm_kernel(x_ptr, residual_ptr, residual_stride, residual_bias_ptr, pending_bias_ptr, w_ptr, b_ptr,
-                      stream_ptr, y_ptr, M, D, eps, HAS_RESIDUAL: tl.constexpr, HAS_RESIDUAL_BIAS: tl.constexpr,
+def _layernorm_kernel(x_ptr, residual_ptr, residual_stride, residual_bias_ptr, pending_bias_ptr, pending_period,
+                      w_ptr, b_ptr, stream_ptr, y_ptr, M, D, eps, HAS_RESIDUAL: tl.constexpr, HAS_RESIDUAL_BIAS: tl.constexpr,
                       HAS_PENDING_BIAS: tl.constexpr, STORE_STREAM: tl.constexpr, BLOCK_D: tl.constexpr,
                       BLOCK_M: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -41,8 +41,9 @@ def _layernorm_kernel(x_ptr, residual_ptr, residual_stride, residual_bias_ptr, p
                      other=0.0).to(tl.float32)
     if HAS_RESIDUAL_BIAS:
         x += tl.load(residual_bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-    if HAS_PENDING_BIAS:
-        x += tl.load(pending_bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    if HAS_PENDING_BIAS:  # row r takes the table's row r % period (a period of 1: one bias vector)
+        x += tl.load(pending_bias_ptr + (rows % pending_period)[:, None] * D + cols[None, :], mask=mask,
+                     other=0.0).to(tl.float32)
     if STORE_STREAM:
         tl.store(stream_ptr + offsets, x.to(stream_ptr.dtype.element_ty), mask=mask)
     mean = tl.sum(x, axis=1) / D
@@ -59,6 +60,10 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: floa
             pending_bias: Optional[torch.Tensor], stream: Optional[torch.Tensor]) -> torch.Tensor:
     M, D = x.shape
     y = torch.empty_like(x)
+    period = 1 if pending_bias is None or pending_bias.dim() == 1 else pending_bias.shape[0]
+    if pending_bias is not None and (pending_bias.shape[-1] != D or M % period or not pending_bias.is_contiguous()):
+        raise ValueError(f"pending_bias must be a contiguous ({D},) vector or (P, {D}) table with P dividing "
+                         f"{M} rows, got shape {tuple(pending_bias.shape)}")
 
     def grid(meta):
         return (triton.cdiv(M, meta["BLOCK_M"]),)
@@ -66,8 +71,8 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: floa
     # Absent operands are passed as x: never read (their constexpr flag is off), and no None pointers.
     _layernorm_kernel[grid](
         x, x if residual is None else residual, D if residual is None else residual.stride(0),
-        x if residual_bias is None else residual_bias, x if pending_bias is None else pending_bias, weight, bias,
-        x if stream is None else stream, y, M, D, eps,
+        x if residual_bias is None else residual_bias, x if pending_bias is None else pending_bias, period,
+        weight, bias, x if stream is None else stream, y, M, D, eps,
         HAS_RESIDUAL=residual is not None, HAS_RESIDUAL_BIAS=residual_bias is not None,
         HAS_PENDING_BIAS=pending_bias is not None, STORE_STREAM=stream is not None,
         BLOCK_D=triton.next_power_of_2(D))
@@ -76,8 +81,8 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: floa
 
 def layernorm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, *,
               pending_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """LayerNorm of each row of x + pending_bias: x (M, D), weight, bias and pending_bias (D,) -> (M, D) in x's
-    dtype; the sum is formed in fp32 and not stored.
+    """LayerNorm of each row of x + pending_bias: x (M, D), weight, bias (D,), pending_bias (D,) or (P, D) (row r
+    takes row r % P) -> (M, D) in x's dtype; the sum is formed in fp32 and not stored.
 
     Inputs must be on one device, x contiguous (the caller validates).
     """
@@ -90,7 +95,8 @@ def add_layernorm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps
     """(s, LN(s)) with s = x + residual + residual_bias + pending_bias, both (M, D) in x's dtype.
 
     The sum is formed in fp32 and rounded once. ``residual`` (M, D) may be a column slice of a wider matrix
-    (unit column stride, any row stride); the biases are (D,) vectors; absent terms count as zero. Both
+    (unit column stride, any row stride); the biases are (D,) vectors, pending_bias may be a (P, D) table whose
+    row r % P goes to row r; absent terms count as zero. Both
     outputs are new tensors: the autotuner re-runs the kernel, so it must not write over its inputs. Inputs
     must be on one device, x contiguous; LayerNorm parameters may be fp32 next to 16-bit x (the caller
     validates).

@@ -150,19 +150,23 @@ def test_tma_and_pointer_linear_on_gpu(dtype, M, N, K, epilogue, log_error):
 @pytest.mark.interpreter
 @pytest.mark.parametrize("dtype", CPU_DTYPES)
 @pytest.mark.parametrize("tokens", [20, 37])
-def test_attention(dtype, tokens):
+@pytest.mark.parametrize("queries", [None, 9])
+def test_attention(dtype, tokens, queries):
+    """All tokens attend, or only each frame's first ``queries`` (over all keys)."""
     B, H, D = 2, 2, 32
     qkv = torch.randn(B * tokens, 3 * H * D, device=device()).to(dtype)
     q, k, v = qkv.double().reshape(B, tokens, 3, H, D).permute(2, 0, 3, 1, 4)
-    ref = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B * tokens, H * D)
-    out = attention(qkv, B, H)
+    rows = tokens if queries is None else queries
+    ref = F.scaled_dot_product_attention(q[:, :, :rows], k, v).transpose(1, 2).reshape(B * rows, H * D)
+    out = attention(qkv, B, H, queries)
+    assert out.shape == ref.shape
     assert rel_err(out, ref) < cpu_tol(dtype)
 
 
 @pytest.mark.interpreter
 @pytest.mark.parametrize("dtype", CPU_DTYPES)
-@pytest.mark.parametrize("M,D", [(33, 64), (8, 48)])
-def test_layernorm(dtype, M, D):
+@pytest.mark.parametrize("M,D,P", [(33, 64, 11), (8, 48, 4)])
+def test_layernorm(dtype, M, D, P):
     x = (torch.randn(M, D, device=device()) * 3 + 1).to(dtype)
     gamma, beta = torch.randn(D, device=device()).to(dtype), torch.randn(D, device=device()).to(dtype)
     ref = F.layer_norm(x.double(), (D,), gamma.double(), beta.double(), LAYER_NORM_EPS)
@@ -173,6 +177,13 @@ def test_layernorm(dtype, M, D):
     x_before = x.clone()
     assert rel_err(layernorm(x, gamma, beta, LAYER_NORM_EPS, pending_bias=pending), ref) < cpu_tol(dtype)
     assert torch.equal(x, x_before)
+    # A table of P rows (a position embedding per token of a frame): row r takes row r % P.
+    table = torch.randn(P, D, device=device())
+    ref = F.layer_norm(x.double() + table.double().repeat(M // P, 1), (D,), gamma.double(), beta.double(),
+                       LAYER_NORM_EPS)
+    assert rel_err(layernorm(x, gamma, beta, LAYER_NORM_EPS, pending_bias=table), ref) < cpu_tol(dtype)
+    with pytest.raises(ValueError, match="P dividing"):
+        layernorm(x, gamma, beta, LAYER_NORM_EPS, pending_bias=torch.randn(P + 1, D, device=device()))
 
 
 @pytest.mark.interpreter
@@ -202,22 +213,24 @@ def test_add_layernorm(dtype):
 @pytest.mark.parametrize("dtype", CPU_DTYPES)
 @pytest.mark.parametrize("tokens,injected", [(20, True), (37, True), (29, False)])
 @pytest.mark.parametrize("gemms", ["triton", "torch"])
+@pytest.mark.parametrize("queries", [None, 11])
 @torch.no_grad()
-def test_block_matches_reference(dtype, tokens, injected, gemms):
-    """Both forms of the block (fused-epilogue Triton GEMMs; torch GEMMs with fused LayerNorm passes)."""
+def test_block_matches_reference(dtype, tokens, injected, gemms, queries):
+    """Both forms of the block (fused-epilogue Triton GEMMs; torch GEMMs with fused LayerNorm passes), for all
+    tokens or only the first ``queries`` of each frame (keys and values from all)."""
     block, injection = make_block(64, 2, 16, dtype)
     x = torch.randn(2, tokens, 64, device=device()).to(dtype)
     additive = torch.randn(2, tokens, 16, device=device()).to(dtype) if injected else None
     ref_block = copy.deepcopy(block).double()
     ref = ref_block.reference_forward(x.double(), None if additive is None else additive.double(),
-                                      copy.deepcopy(injection).double())
+                                      copy.deepcopy(injection).double(), queries)
     x_before = x.clone()
     weights = fast_encoder.block_weights(block)
     if injected:
-        out = encoder_block(x, weights, additive, injection.weight, injection.bias, gemms=gemms)
+        out = encoder_block(x, weights, additive, injection.weight, injection.bias, gemms=gemms, queries=queries)
     else:
-        out = encoder_block(x, weights, gemms=gemms)
-    assert out.dtype == dtype
+        out = encoder_block(x, weights, gemms=gemms, queries=queries)
+    assert out.dtype == dtype and out.shape == ref.shape
     assert rel_err(out, ref) < cpu_tol(dtype)
     assert torch.equal(x, x_before)
     with pytest.raises(ValueError, match="gemms"):
@@ -297,13 +310,14 @@ def test_block_with_fp32_norms_next_to_16_bit_weights():
 @pytest.mark.parametrize("dtype", CPU_DTYPES)
 @pytest.mark.parametrize("injected", [("0", "2"), ("1", "2"), ("1",), ()])
 @pytest.mark.parametrize("batched", [True, False])
-@pytest.mark.parametrize("final_norm", [True, False])
+@pytest.mark.parametrize("final_norm,queries,positioned", [(False, None, False), (True, None, True), (True, 9, True)])
 @torch.no_grad()
-def test_stack_matches_the_reference_blocks(dtype, injected, batched, final_norm, monkeypatch):
+def test_stack_matches_the_reference_blocks(dtype, injected, batched, final_norm, queries, positioned, monkeypatch):
     """fused_blocks_forward over three blocks, some injected: the injections as one GEMM (batched) or one per
     block, each block's proj and fc2 biases (and the next injection's) carried to the next block's first kernel,
-    the encoder's final LayerNorm taking the last ones; the plan is rebuilt after an in-place weight change and
-    kept otherwise."""
+    the encoder's final LayerNorm taking the last ones, the last block on the first ``queries`` tokens only if
+    given, a position table joining the first block's sum if given; the plan is rebuilt after an in-place weight
+    change and kept otherwise."""
     if not batched:
         monkeypatch.setattr(encoder_block_module, "BATCHED_INJECTION_MAX_BYTES", 0)
     norm = randomize(torch.nn.LayerNorm(64, eps=LAYER_NORM_EPS)).to(device(), dtype) \
@@ -313,25 +327,28 @@ def test_stack_matches_the_reference_blocks(dtype, injected, batched, final_norm
     injections = torch.nn.ModuleDict({i: pairs[int(i)][1] for i in injected})
     x = torch.randn(2, 20, 64, device=device()).to(dtype)
     additive = torch.randn(2, 20, 16, device=device()).to(dtype)
+    positions = torch.randn(20, 64, device=device()).to(dtype) if positioned else None
 
     def reference():
-        out = x.double()
+        out = x.double() if positions is None else x.double() + positions.double()
         for i, block in enumerate(blocks):
             linear = copy.deepcopy(injections[str(i)]).double() if str(i) in injections else None
-            out = copy.deepcopy(block).double().reference_forward(out, additive.double(), linear)
+            out = copy.deepcopy(block).double().reference_forward(out, additive.double(), linear,
+                                                                  queries if i == len(blocks) - 1 else None)
         return out if norm is None else copy.deepcopy(norm).double()(out)
 
     x_before = x.clone()
-    out = fast_encoder.fused_blocks_forward(blocks, x, additive, injections, norm)
+    out = fast_encoder.fused_blocks_forward(blocks, x, additive, injections, norm, queries, positions)
+    assert out.shape == (2, queries or 20, 64)
     assert rel_err(out, reference()) < cpu_tol(dtype)
     assert torch.equal(x, x_before)
     plan = fast_encoder._plans[blocks[0]][1]
-    fast_encoder.fused_blocks_forward(blocks, x, additive, injections, norm)
+    fast_encoder.fused_blocks_forward(blocks, x, additive, injections, norm, queries, positions)
     assert fast_encoder._plans[blocks[0]][1] is plan
     if injected:
         injections[injected[-1]].weight.mul_(-2.0)
     blocks[0].attn.proj.bias.add_(1.0)
-    out = fast_encoder.fused_blocks_forward(blocks, x, additive, injections, norm)
+    out = fast_encoder.fused_blocks_forward(blocks, x, additive, injections, norm, queries, positions)
     assert rel_err(out, reference()) < cpu_tol(dtype)
     assert fast_encoder._plans[blocks[0]][1] is not plan
 
@@ -371,17 +388,20 @@ def test_fused_block_is_a_drop_in(triton_on_cpu):
 
 
 @pytest.mark.interpreter
-def test_gradients_reach_the_additive_net_as_in_the_reference():
-    """Backward recomputes through the reference: gradients equal the reference's for any grad_output."""
+@pytest.mark.parametrize("queries", [None, 7])
+def test_gradients_reach_the_additive_net_as_in_the_reference(queries):
+    """Backward recomputes through the reference: gradients equal the reference's for any grad_output, also
+    when the last block runs only the first ``queries`` tokens."""
     blocks = [make_block(64, 2, 16, torch.float32) for _ in range(2)]
-    x0, additive0, weights = (torch.randn(2, 22, c, device=device()) for c in (64, 16, 64))
+    x0, additive0 = (torch.randn(2, 22, c, device=device()) for c in (64, 16))
+    weights = torch.randn(2, queries or 22, 64, device=device())
     grads = []
     for fused in (False, True):
         x, additive = x0.clone().requires_grad_(), additive0.clone().requires_grad_()
         out = x
-        for block, injection in blocks:
+        for i, (block, injection) in enumerate(blocks):
             step = fast_encoder.fused_block_forward if fused else Block.reference_forward
-            out = step(block, out, additive, injection)
+            out = step(block, out, additive, injection, queries if i == len(blocks) - 1 else None)
         (out * weights).sum().backward()
         params = [inj.weight for _, inj in blocks] + [blocks[0][1].bias, blocks[0][0].attn.qkv.weight]
         grads.append([x.grad, additive.grad] + [p.grad.clone() for p in params])
@@ -403,12 +423,48 @@ def test_whole_encoder_and_decoded_tokens(triton_on_cpu):
     assert config.num_tokens == 34
     with backend.use_backend("reference", ("encoder_block",)):
         ref_encoded = model.encode(search, templates)
+        ref_search = model.encode(search, templates, search_only=True)
         ref = model.generate(search, templates)
+    # The search-only encode is the full one's search rows, on either path.
+    assert rel_err(ref_search, ref_encoded[:, :config.num_search_tokens]) < 1e-6
     with backend.use_backend("triton", ("encoder_block",)):
         encoded = model.encode(search, templates)
+        searched = model.encode(search, templates, search_only=True)
         out = model.generate(search, templates)
     assert rel_err(encoded, ref_encoded) < 1e-5
+    assert rel_err(searched, ref_encoded[:, :config.num_search_tokens]) < 1e-5
     assert torch.equal(out.tokens, ref.tokens)
+    # The kept position table follows an in-place change of pos_embed.
+    model.encoder.body.pos_embed.mul_(-3.0)
+    with backend.use_backend("reference", ("encoder_block",)):
+        ref_encoded = model.encode(search, templates)
+    with backend.use_backend("triton", ("encoder_block",)):
+        assert rel_err(model.encode(search, templates), ref_encoded) < 1e-5
+
+
+@pytest.mark.interpreter
+def test_whole_encoder_gradients_match_the_reference(triton_on_cpu):
+    """Training through the Triton path (last block on the search tokens only, the position table in the first
+    block's sum): gradients reach the additive net, and the position embedding when it is trained, as in the
+    reference."""
+    config = get_config("tiny", embed_dim=64, num_heads=2, depth=2, search_size=64, template_size=48,
+                        additive_dim=16, hidden_dim=32, dec_heads=2, dec_ffn_dim=64)
+    model = randomize(build_model(config)).to(device()).eval()
+    body = model.encoder.body
+    body.pos_embed.requires_grad_(True)
+    search = torch.randn(2, 3, 64, 64, device=device())
+    templates = torch.randn(2, 2, 3, 48, 48, device=device())
+    weights = torch.randn(2, config.num_search_tokens, 64, device=device())
+    trained = [body.pos_embed, next(iter(model.additive.injections.values())).weight, model.additive.fuse[0].weight]
+    grads = {}
+    for choice in ("reference", "triton"):
+        model.zero_grad(set_to_none=True)
+        with backend.use_backend(choice, ("encoder_block",)):
+            (model.encode(search, templates, search_only=True) * weights).sum().backward()
+        grads[choice] = [t.grad.clone() for t in trained]
+    for ref, out in zip(grads["reference"], grads["triton"]):
+        assert ref.abs().sum() > 0
+        assert rel_err(out, ref) < 1e-5
 
 
 def test_auto_keeps_the_reference_on_cpu_and_says_how_to_get_triton():
@@ -436,6 +492,9 @@ def test_bad_inputs_are_named(monkeypatch):
         run(block, x.half(), additive.half(), injection.half())
     with pytest.raises(ValueError, match="head dim"):
         run(Block(48, 2, 4.0).to(device()), torch.randn(1, 20, 48, device=device()))
+    for queries in (0, 21, 3.0):
+        with pytest.raises(ValueError, match="queries must be"):
+            run(block, x, additive, injection, queries)
     half = copy.deepcopy(block).half()
     half.norm2.double()
     with pytest.raises(TypeError, match="LayerNorm parameters"):
@@ -506,22 +565,25 @@ def test_block_on_gpu(dtype, dim, heads, additive_dim, tokens, gemms, log_error)
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("gemms", ["triton", "torch"])
+@pytest.mark.parametrize("queries", [None, 256])
 @torch.no_grad()
-def test_block_on_gpu_at_a_large_batch(dtype, gemms, log_error):
+def test_block_on_gpu_at_a_large_batch(dtype, gemms, queries, log_error):
     """32 B256 frames: attention through SDPA (``SDPA_FROM_ROWS``) inside the block, in both forms (TMA GEMMs
-    with fused epilogues; cuBLAS GEMMs, the fc1 one with cuBLASLt's GELU epilogue)."""
+    with fused epilogues; cuBLAS GEMMs, the fc1 one with cuBLASLt's GELU epilogue), all tokens or the search
+    tokens only (the encoder's last block in a tracker)."""
     from kernels.encoder_block import SDPA_FROM_ROWS
 
     frames = SDPA_FROM_ROWS // 768
     block, injection = make_block(768, 12, 96, torch.float32, torch.device("cuda"))
     x = torch.randn(frames, 768, 768, device="cuda")
     additive = torch.randn(frames, 768, 96, device="cuda")
-    ref = block.double().reference_forward(x.double(), additive.double(), injection.double())
+    ref = block.double().reference_forward(x.double(), additive.double(), injection.double(), queries)
     block, injection = block.to(dtype), injection.to(dtype)
     out = encoder_block(x.to(dtype), fast_encoder.block_weights(block), additive.to(dtype), injection.weight,
-                        injection.bias, gemms=gemms)
+                        injection.bias, gemms=gemms, queries=queries)
+    assert out.shape == ref.shape
     err = rel_err(out, ref)
-    log_error(dtype=str(dtype), frames=frames, gemms=gemms, block=err)
+    log_error(dtype=str(dtype), frames=frames, gemms=gemms, queries=queries, block=err)
     assert err < gpu_tol(dtype)
 
 
@@ -554,17 +616,22 @@ def test_whole_encoder_on_gpu(name, sharpen, log_error, monkeypatch):
     search, templates = gpu_crops(reference.config, 2, torch.float64)
     with backend.use_backend("reference", ("encoder_block",)):
         ref = reference.encode(search, templates)
-    errors, torch_errors = {}, {}
+    errors, search_errors, torch_errors = {}, {}, {}
     for dtype in GPU_DTYPES:
         model = copy.deepcopy(reference).to(dtype)
         inputs = search.to(dtype), templates.to(dtype)
         for choice, table in (("triton", errors), ("reference", torch_errors)):
             with backend.use_backend(choice, ("encoder_block",)):
                 table[str(dtype)] = rel_err(model.encode(*inputs), ref)
-    log_error(tokens=reference.config.num_tokens, triton=errors, pytorch_same_dtype=torch_errors)
+        with backend.use_backend("triton", ("encoder_block",)):  # the tracker's encode: search tokens only
+            search_errors[str(dtype)] = rel_err(model.encode(*inputs, search_only=True),
+                                                ref[:, :reference.config.num_search_tokens])
+    log_error(tokens=reference.config.num_tokens, triton=errors, triton_search_only=search_errors,
+              pytorch_same_dtype=torch_errors)
     for dtype in GPU_DTYPES:
         key = str(dtype)
         assert errors[key] <= max(gpu_tol(dtype), 1.05 * torch_errors[key]), (errors, torch_errors)
+        assert search_errors[key] <= max(gpu_tol(dtype), 1.05 * torch_errors[key]), (search_errors, torch_errors)
 
 
 @pytest.mark.cuda
