@@ -616,22 +616,25 @@ def test_whole_encoder_on_gpu(name, sharpen, log_error, monkeypatch):
     search, templates = gpu_crops(reference.config, 2, torch.float64)
     with backend.use_backend("reference", ("encoder_block",)):
         ref = reference.encode(search, templates)
-    errors, search_errors, torch_errors = {}, {}, {}
+    # The tracker's encode returns the search tokens only: compared with PyTorch's error on the same rows (in
+    # bf16 the search rows' error is ~10 % above the whole output's).
+    ref_search = ref[:, :reference.config.num_search_tokens]
+    errors, search_errors, torch_errors, torch_search_errors = {}, {}, {}, {}
     for dtype in GPU_DTYPES:
         model = copy.deepcopy(reference).to(dtype)
         inputs = search.to(dtype), templates.to(dtype)
-        for choice, table in (("triton", errors), ("reference", torch_errors)):
+        for choice, table, search_table in (("triton", errors, search_errors),
+                                            ("reference", torch_errors, torch_search_errors)):
             with backend.use_backend(choice, ("encoder_block",)):
                 table[str(dtype)] = rel_err(model.encode(*inputs), ref)
-        with backend.use_backend("triton", ("encoder_block",)):  # the tracker's encode: search tokens only
-            search_errors[str(dtype)] = rel_err(model.encode(*inputs, search_only=True),
-                                                ref[:, :reference.config.num_search_tokens])
-    log_error(tokens=reference.config.num_tokens, triton=errors, triton_search_only=search_errors,
-              pytorch_same_dtype=torch_errors)
+                search_table[str(dtype)] = rel_err(model.encode(*inputs, search_only=True), ref_search)
+    log_error(tokens=reference.config.num_tokens, triton=errors, pytorch_same_dtype=torch_errors,
+              triton_search_only=search_errors, pytorch_search_only=torch_search_errors)
     for dtype in GPU_DTYPES:
         key = str(dtype)
         assert errors[key] <= max(gpu_tol(dtype), 1.05 * torch_errors[key]), (errors, torch_errors)
-        assert search_errors[key] <= max(gpu_tol(dtype), 1.05 * torch_errors[key]), (search_errors, torch_errors)
+        assert search_errors[key] <= max(gpu_tol(dtype), 1.05 * torch_search_errors[key]), \
+            (search_errors, torch_search_errors)
 
 
 @pytest.mark.cuda
