@@ -616,8 +616,8 @@ def test_whole_encoder_on_gpu(name, sharpen, log_error, monkeypatch):
     search, templates = gpu_crops(reference.config, 2, torch.float64)
     with backend.use_backend("reference", ("encoder_block",)):
         ref = reference.encode(search, templates)
-    # The tracker's encode returns the search tokens only: compared with PyTorch's error on the same rows (in
-    # bf16 the search rows' error is ~10 % above the whole output's).
+    # The tracker's encode returns the search tokens only: compared with PyTorch's error on the same rows (B256
+    # bf16 on the H100: 1.11e-2 on the search rows against PyTorch's 1.01e-2 over all rows).
     ref_search = ref[:, :reference.config.num_search_tokens]
     errors, search_errors, torch_errors, torch_search_errors = {}, {}, {}, {}
     for dtype in GPU_DTYPES:
