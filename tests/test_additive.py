@@ -202,3 +202,51 @@ def test_stem_kernel_on_gpu(dtype, frames):
     mixed = stem_conv_relu(search.float(), templates.float(), weight, bias)
     assert mixed.dtype == dtype
     assert ((mixed.double() - expected).norm() / expected.norm()).item() < STEM_TOLERANCE[dtype]
+
+
+def _stage_case(crops, cin, cout, size, dtype, device, channels_last_input):
+    generator = torch.Generator().manual_seed(cin * size + cout)
+    x = torch.randn(crops, cin, size, size, generator=generator).to(device, dtype)
+    if channels_last_input:  # as the stage before writes it
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = (torch.randn(cout, cin, 3, 3, generator=generator) / (9 * cin) ** 0.5).to(device, dtype)
+    weight = weight.contiguous(memory_format=torch.channels_last)
+    bias = (torch.randn(cout, generator=generator) * 0.1).to(device, dtype)
+    return x, weight, bias
+
+
+def _stage_error(got, x, weight, bias):
+    expected = torch.relu(torch.nn.functional.conv2d(x.double(), weight.double(), bias.double(), stride=2, padding=1))
+    assert got.shape == expected.shape and torch.isfinite(got).all()
+    return ((got.double() - expected).norm() / expected.norm()).item()
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("crops,cin,cout,size,channels_last_input",
+                         [(2, 24, 48, 9, True), (3, 5, 12, 16, False), (1, 40, 20, 7, True)])
+def test_later_stem_stages_in_the_interpreter(dtype, crops, cin, cout, size, channels_last_input):
+    """The stem's later stages (C_in > 3) on the same kernel: several K chunks of (tap, channel) pairs, a last
+    partial chunk, odd sizes, both input layouts; a channels-last output in the weight's dtype."""
+    from kernels.stem_conv import conv3x3s2_relu
+
+    x, weight, bias = _stage_case(crops, cin, cout, size, dtype, torch.device("cpu"), channels_last_input)
+    got = conv3x3s2_relu(x, weight, bias)
+    assert got.dtype == dtype and got.is_contiguous(memory_format=torch.channels_last)
+    assert _stage_error(got, x, weight, bias) < STEM_TOLERANCE[dtype]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("crops", [3, 192])
+@pytest.mark.parametrize("cin,cout,size", [(24, 48, 128), (48, 96, 64), (96, 96, 32)])
+def test_later_stem_stages_on_gpu(dtype, crops, cin, cout, size):
+    """B256's stages 2-4 for one frame's and 64 frames' crops, against float64 and no less accurate than cuDNN's
+    convolution in the same dtype."""
+    from kernels.stem_conv import conv3x3s2_relu
+
+    x, weight, bias = _stage_case(crops, cin, cout, size, dtype, torch.device("cuda"), True)
+    with torch.backends.cudnn.flags(allow_tf32=False):
+        cudnn = torch.relu(torch.nn.functional.conv2d(x, weight, bias, stride=2, padding=1))
+    errors = [_stage_error(t, x, weight, bias) for t in (conv3x3s2_relu(x, weight, bias), cudnn)]
+    assert errors[0] < STEM_TOLERANCE[dtype] and errors[0] <= 1.25 * errors[1] + 1e-7, errors
