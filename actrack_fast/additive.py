@@ -28,8 +28,7 @@ class ConvBNReLU(nn.Sequential):
     again whenever a weight, a statistic, the dtype or the device changes (PyTorch's version counters).
     Backend ``conv_relu`` (:mod:`actrack_fast.backend`) ``"cuda"`` runs that convolution as cuDNN's fused
     conv + bias + ReLU (one kernel instead of three, the bias added before the output is rounded; a 1x1 conv as
-    a cuBLASLt GEMM with the same epilogue; with Triton installed, the stem's 3x3 stride-2 stages as the
-    implicit-GEMM kernel of ``kernels.stem_conv``, the first of them reading the crops in place, see
+    a cuBLASLt GEMM with the same epilogue; the stem's first, 3-channel stage as a Triton kernel, see
     ``ConvStem.forward_crops``), in the dtype autocast would run it, with the folded weight cast once;
     ``"reference"`` as ``F.conv2d`` + ReLU.
     """
@@ -38,12 +37,6 @@ class ConvBNReLU(nn.Sequential):
         super().__init__(nn.Conv2d(cin, cout, kernel_size, stride=stride, padding=kernel_size // 2, bias=False),
                          nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
         self._folded: dict = {}  # dtype -> (version key, weight, bias)
-
-    def is_stem_stage(self) -> bool:
-        """Whether the conv is a 3x3, stride-2, padding-1 one (what ``kernels.stem_conv`` computes)."""
-        conv = self[0]
-        return (conv.kernel_size == (3, 3) and conv.stride == (2, 2) and conv.padding == (1, 1)
-                and conv.dilation == (1, 1) and conv.groups == 1)
 
     def inference_backend(self, x: torch.Tensor) -> Optional[str]:
         """The ``conv_relu`` backend a forward on x runs, or None where the plain modules run (training, autograd,
@@ -62,10 +55,6 @@ class ConvBNReLU(nn.Sequential):
             weight, bias = self.folded(dtype)
             if conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1:
                 return _pointwise_conv_relu(x.to(dtype), weight, bias)
-            if self.is_stem_stage() and _HAS_TRITON:
-                from kernels.stem_conv import conv3x3s2_relu  # imported on first use: loads Triton
-
-                return conv3x3s2_relu(x, weight, bias)
             return torch.cudnn_convolution_relu(x.to(dtype), weight, bias, conv.stride, conv.padding, conv.dilation,
                                                 conv.groups)
         weight, bias = self.folded()
@@ -140,8 +129,8 @@ class ConvStem(nn.Module):
         """The stem over the search and every template crop of each frame in one pass (at inference only, where
         BatchNorm does not normalise by the batch): (B, 3, S, S), (B, T, 3, S, S) -> (B, 1 + T, C, S/16, S/16).
 
-        With backend ``conv_relu`` = ``cuda`` and Triton installed, the first stage is ``kernels.stem_conv``, which
-        reads both crop batches where they are; otherwise they are concatenated first.
+        With backend ``conv_relu`` = ``cuda`` and Triton installed, the first stage is ``kernels.stem_conv``,
+        which reads both crop batches where they are; otherwise they are concatenated first.
         """
         B, T = templates.shape[:2]
         first = self.stages[0]
