@@ -133,15 +133,9 @@ class VisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(config.embed_dim, eps=LAYER_NORM_EPS)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
 
-    def embed(self, search: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
-        """Tokens in SeqTrack order: (B, 3, Ss, Ss), (B, T, 3, St, St) -> (B, Nx + T*Nz, dim).
-
-        Every template shares the template part of ``pos_embed``; all patches go through one GEMM.
-        """
-        return self.add_positions(self.patch_tokens(search, templates))
-
     def patch_tokens(self, search: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
-        """:meth:`embed` without the position embedding."""
+        """Tokens in SeqTrack order before the position embedding (:meth:`add_positions`):
+        (B, 3, Ss, Ss), (B, T, 3, St, St) -> (B, Nx + T*Nz, dim); all patches go through one GEMM."""
         B, T, Nx = templates.shape[0], templates.shape[1], self.num_search_tokens
         p = self.patch_embed.patch_size
         patches = search.new_empty(B, Nx + T * (templates.shape[-1] // p) ** 2, 3 * p * p)
@@ -150,8 +144,8 @@ class VisionTransformer(nn.Module):
         return self.patch_embed.embed_patches(patches)
 
     def add_positions(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``tokens`` (B, Nx + T*Nz, dim) += the position embedding, in place (broadcast over the templates: no
-        per-frame copy of the position table)."""
+        """``tokens`` (B, Nx + T*Nz, dim) += the position embedding, in place; every template shares the template
+        part of ``pos_embed`` (broadcast: no per-frame copy of the position table)."""
         Nx = self.num_search_tokens
         tokens[:, :Nx] += self.pos_embed[:, :Nx]
         tokens[:, Nx:].unflatten(1, (-1, self.pos_embed.shape[1] - Nx)).add_(self.pos_embed[:, None, Nx:])
