@@ -140,7 +140,7 @@ def _triton_on_cuda(device: torch.device) -> bool:
 
 
 # Measured on the H100 (benchmarks/NOTES.md, encoder section, versions 3-5): for inference in 16 bits the fast
-# path (cuBLAS GEMMs with fused LayerNorm passes and the injections inside fc2, see kernels/encoder_block.py)
+# path (cuBLAS GEMMs with fused LayerNorm passes, biases carried into them, see kernels/encoder_block.py)
 # beats the cuBLAS/SDPA reference at every batch measured (1 to 64 B256 frames); as a training step it is ~10x
 # slower, and fp32 and pre-Hopper GPUs were not measured. There ``auto`` keeps the reference;
 # ``encoder_block=triton`` still selects it explicitly. Training is told by autograd being on: the frozen
