@@ -51,7 +51,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .attention import AttentionWorkspace, attention, attention_workspace
+from .attention import attention
 from .fused_linear import fused_linear
 from .layernorm import add_layernorm, layernorm
 
@@ -180,7 +180,6 @@ def encoder_stack(x: torch.Tensor, weights: Sequence[BlockWeights], plan: StackP
     """
     B, N, C = x.shape
     projected = _project_injections(features, plan, B * N, C, x.element_size())
-    workspace = _attention_workspace(x, weights[0].num_heads)  # one for every block: one ticket memset
     stream, carried = x.reshape(B * N, C), None
     for i, (block, part, carry) in enumerate(zip(weights, projected, plan.carried_biases, strict=True)):
         stream, h = add_layernorm(stream, block.norm1_weight, block.norm1_bias, block.eps, residual=part,
@@ -190,7 +189,7 @@ def encoder_stack(x: torch.Tensor, weights: Sequence[BlockWeights], plan: StackP
         rows = queries if i == len(weights) - 1 else None
         stream = _query_rows(stream, B, rows)
         # The stream is this call's own (add_layernorm's output or a copy of its rows).
-        stream.addmm_(_attention(qkv, B, block.num_heads, rows, workspace), block.proj_weight.t())
+        stream.addmm_(_attention(qkv, B, block.num_heads, rows), block.proj_weight.t())
         h = layernorm(stream, block.norm2_weight, block.norm2_bias, block.eps, pending_bias=block.proj_bias)
         stream.addmm_(_linear_gelu(h, block.fc1_weight, block.fc1_bias), block.fc2_weight.t())
         carried = carry
@@ -228,25 +227,12 @@ def _linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> t
     return F.gelu(F.linear(x, weight, bias))
 
 
-def _uses_sdpa(x: torch.Tensor, rows: int) -> bool:
-    return x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and rows >= SDPA_FROM_ROWS
-
-
-def _attention_workspace(x: torch.Tensor, num_heads: int) -> Optional[AttentionWorkspace]:
-    """The Triton attention's workspace for blocks on x (B, N, C), where that kernel runs and can split keys."""
-    B, N, C = x.shape
-    if _uses_sdpa(x, B * N):
-        return None
-    return attention_workspace(B, N, num_heads, C // num_heads, x.device)
-
-
-def _attention(qkv: torch.Tensor, batch: int, num_heads: int, queries: Optional[int] = None,
-               workspace: Optional[AttentionWorkspace] = None) -> torch.Tensor:
+def _attention(qkv: torch.Tensor, batch: int, num_heads: int, queries: Optional[int] = None) -> torch.Tensor:
     """(B*N, 3*C) -> (B*N, C), or (B*Q, C) for each frame's first ``queries`` = Q tokens, by the faster kernel
-    for the size (see ``SDPA_FROM_ROWS``); ``workspace`` is the Triton kernel's (``_attention_workspace``)."""
+    for the size (see ``SDPA_FROM_ROWS``)."""
     rows, three_dim = qkv.shape
-    if not _uses_sdpa(qkv, rows):
-        return attention(qkv, batch, num_heads, queries, workspace)
+    if not (qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16) and rows >= SDPA_FROM_ROWS):
+        return attention(qkv, batch, num_heads, queries)
     dim = three_dim // 3
     q, k, v = qkv.view(batch, rows // batch, 3, num_heads, dim // num_heads).permute(2, 0, 3, 1, 4)
     if queries is not None:

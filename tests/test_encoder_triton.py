@@ -12,13 +12,12 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-import triton
 
 from actrack_fast import backend, build_model
 from actrack_fast import fast_encoder
 from actrack_fast.encoder import LAYER_NORM_EPS, Block
 from actrack_fast.config import get_config
-from kernels.attention import attention, attention_workspace
+from kernels.attention import attention
 from kernels.fused_linear import fused_linear, linear_pointer, linear_tma, uses_tma
 from kernels import encoder_block as encoder_block_module
 from kernels.encoder_block import encoder_block, plan_stack
@@ -162,29 +161,6 @@ def test_attention(dtype, tokens, queries):
     out = attention(qkv, B, H, queries)
     assert out.shape == ref.shape
     assert rel_err(out, ref) < cpu_tol(dtype)
-
-
-@pytest.mark.interpreter
-@pytest.mark.parametrize("dtype", CPU_DTYPES)
-@pytest.mark.parametrize("tokens,splits", [(37, 2), (37, 3), (40, 4), (20, 4)])
-@pytest.mark.parametrize("queries", [None, 9])
-def test_attention_split_keys(dtype, tokens, splits, queries):
-    """Keys split over several programs per query tile, merged by the last one: the same attention, uneven
-    key counts and a split that gets no key at all (20 tokens in 16-key blocks, 4 splits) included; one
-    workspace serves calls one after the other (each leaves its tickets at zero)."""
-    B, H, D = 2, 2, 32
-    workspace = attention_workspace(B, tokens, H, D, device())
-    config = triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "SPLITS": splits}, num_stages=1, num_warps=4)
-    for seed in range(2):
-        torch.manual_seed(seed)
-        qkv = torch.randn(B * tokens, 3 * H * D, device=device()).to(dtype)
-        q, k, v = qkv.double().reshape(B, tokens, 3, H, D).permute(2, 0, 3, 1, 4)
-        rows = tokens if queries is None else queries
-        ref = F.scaled_dot_product_attention(q[:, :, :rows], k, v).transpose(1, 2).reshape(B * rows, H * D)
-        out = attention(qkv, B, H, queries, workspace, config)
-        assert out.shape == ref.shape
-        assert rel_err(out, ref) < cpu_tol(dtype)
-        assert not workspace.tickets.any()
 
 
 @pytest.mark.interpreter
