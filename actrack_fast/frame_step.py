@@ -3,11 +3,12 @@ step can be captured once as a CUDA graph and replayed per frame.
 
 :class:`TargetState` keeps every target's box, frame counter, last confidence and templates on the device.
 :class:`FrameStep` advances it by one frame, in place: search crop and normalisation, ``model.generate``, box
-mapping and clipping, confidence, the template-update decision and the update itself. The new template is
-cropped for every target and kept only where an update is due (``torch.where``): the step has no
-data-dependent control flow and never waits for the host. :class:`GraphedStep` captures it for one frame
-layout (target count, image shapes) and replays it; calling the same :class:`FrameStep` eagerly is the
-fallback on any device, and gives the same results bit for bit.
+mapping and clipping, confidence, the template-update decision and the update itself. Where an update is due,
+the later templates shift down one slot (``torch.where``) and the new template is cropped straight into the last
+(:func:`~actrack_fast.preprocessing.crop_normalized_into`, which with the compiled op crops only those targets,
+the mask read on the device): the step has no data-dependent control flow and never waits for the host.
+:class:`GraphedStep` captures it for one frame layout (target count, image shapes) and replays it; calling the
+same :class:`FrameStep` eagerly is the fallback on any device, and gives the same results bit for bit.
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from . import backend as backends
 from . import boxes_op
 from .additive import ConvBNReLU
 from .cuda_graphs import capture_graph
-from .preprocessing import ImageLayout, boxes_in_crop, crop_geometry, crop_normalized, track_boxes
+from .preprocessing import (ImageLayout, boxes_in_crop, crop_geometry, crop_normalized, crop_normalized_into,
+                            track_boxes)
 from .presets import TrackerSettings
 
 # Layers whose weights autocast casts to the low-precision dtype on every call.
@@ -114,15 +116,15 @@ class FrameStep:
             result = self.model.generate(search, state.templates, prompt, window=settings.window, check_finite=False)
         due = advance_targets(state, result.boxes, result.probs, layout, cfg.search_factor, cfg.search_size, settings)
         if cfg.num_templates > 1:  # with one template there is nothing to update
-            new = self.crop_templates(pixels, layout, state.boxes)
             # The initial template stays first; where due, the later ones shift down one slot (the oldest drops
             # out) and the new one takes the last. Slot by slot in place, in increasing order so that each reads
-            # its successor before that is overwritten: T - 1 single-slot passes instead of three over all T.
-            due = due[:, None, None, None]
+            # its successor before that is overwritten; updates are rare, so the new template is cropped only
+            # where due, straight into the last slot, rather than for every target and then selected.
             slots = state.templates
-            for i in range(1, cfg.num_templates):
-                successor = slots[:, i + 1] if i + 1 < cfg.num_templates else new
-                torch.where(due, successor, slots[:, i], out=slots[:, i])
+            for i in range(1, cfg.num_templates - 1):
+                torch.where(due[:, None, None, None], slots[:, i + 1], slots[:, i], out=slots[:, i])
+            crop_normalized_into(pixels, layout, state.boxes, cfg.template_factor, cfg.template_size, slots[:, -1],
+                                 due)
 
 
 def advance_targets(state: TargetState, pred: torch.Tensor, probs: torch.Tensor, layout: ImageLayout, factor: float,

@@ -7,7 +7,8 @@
   :func:`crop_pixels` is the same on a flat pixel table (what a CUDA graph replays).
 * :func:`normalize_crops`: uint8 RGB -> ``/255``, ImageNet mean/std, channels first (each of the 3 x 256
   possible values computed in float64 and rounded once, so every device gives the same floats);
-  :func:`crop_normalized` is crop, normalisation and the cast to the model's dtype in one op.
+  :func:`crop_normalized` is crop, normalisation and the cast to the model's dtype in one op, and
+  :func:`crop_normalized_into` the same written in place for the targets a mask selects.
 * Box geometry: :func:`crop_geometry`, :func:`map_boxes_back`, :func:`clip_boxes`, :func:`boxes_in_crop`
   on float64 ``(x, y, w, h)`` boxes, with SeqTrack's float steps so rounding ties fall the same way;
   :func:`track_boxes` is the tracker's step from the prediction to the next box (one op, or those three).
@@ -240,6 +241,24 @@ def crop_normalized(pixels: torch.Tensor, layout: ImageLayout, boxes: torch.Tens
         return crop_op.crop_normalize(pixels, layout.start, layout.height, layout.width, as_boxes(boxes), factor, size,
                                       dtype)
     return normalize_crops(_crop_pixels_reference(pixels, layout, crop_geometry(boxes, factor, size), size)).to(dtype)
+
+
+def crop_normalized_into(pixels: torch.Tensor, layout: ImageLayout, boxes: torch.Tensor, factor: float, size: int,
+                         out: torch.Tensor, where: torch.Tensor) -> None:
+    """``out[n] = crop_normalized(pixels, layout, boxes, factor, size, out.dtype)[n]`` for every n with ``where[n]``,
+    in place; the other rows of ``out`` (N, 3, size, size) keep their values. ``where``: (N,) bool on the pixels'
+    device.
+
+    The ``crop`` backend ``"cuda"`` runs it as one compiled op (:func:`actrack_fast.crop_op.crop_normalize_into`,
+    bit-identical, only the selected crops computed; ``out`` may be a slot ``templates[:, i]`` of a larger tensor),
+    ``"reference"`` crops every box and selects with ``torch.where``.
+    """
+    if backends.select("crop", pixels.device) == "cuda":
+        crop_op.crop_normalize_into(pixels, layout.start, layout.height, layout.width, as_boxes(boxes), factor, size,
+                                    out, where)
+        return
+    crops = crop_normalized(pixels, layout, boxes, factor, size, out.dtype)  # the reference too: same backend
+    torch.where(where[:, None, None, None], crops, out, out=out)
 
 
 _NORMALIZATION_TABLES: dict = {}

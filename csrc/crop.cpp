@@ -1,7 +1,8 @@
-// Schemas of actrack_fast::crop_resize and actrack_fast::crop_normalize and the input checks every kernel runs
-// first. The CPU and CUDA kernels register themselves in cpu/crop_kernel.cpp and cuda/crop_kernel.cu; the fake
-// (meta) implementations are registered from Python (actrack_fast/crop_op.py). Neither op has an autograd formula:
-// their input is uint8 pixels.
+// Schemas of actrack_fast::crop_resize, actrack_fast::crop_normalize and actrack_fast::crop_normalize_into (the
+// normalised crops written into `out` where `where` is true) and the input checks every kernel runs first. The CPU
+// and CUDA kernels register themselves in cpu/crop_kernel.cpp and cuda/crop_kernel.cu; the fake (meta)
+// implementations are registered from Python (actrack_fast/crop_op.py). No op has an autograd formula: their input
+// is uint8 pixels.
 #include "crop.h"
 
 #include "checks.h"
@@ -42,6 +43,33 @@ void check_normalized_dtype(c10::ScalarType dtype) {
               "crop_normalize: dtype must be float64, float32, float16 or bfloat16, got ", dtype);
 }
 
+void check_normalized_into(const at::Tensor& out, const at::Tensor& where, const at::Tensor& pixels, int64_t targets,
+                           int64_t size, c10::DeviceType device) {
+  const char* op = "crop_normalize_into";
+  TORCH_CHECK(out.dim() == 4 && out.size(0) == targets && out.size(1) == 3 && out.size(2) == size &&
+                  out.size(3) == size,
+              op, ": out must have shape (N, 3, size, size) with N = ", std::to_string(targets), " (one crop per box) ",
+              "and size = ", std::to_string(size), ", got ", shape_string(out.sizes()));
+  const c10::ScalarType dtype = out.scalar_type();
+  TORCH_CHECK(dtype == at::kDouble || dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16, op,
+              ": out must be float64, float32, float16 or bfloat16, got ", dtype);
+  TORCH_CHECK(out.device().type() == device, op, ": out is on ", out.device(), " but this kernel runs on ", device,
+              " tensors");
+  TORCH_CHECK(out.device() == pixels.device(), op, ": out is on ", out.device(), " but pixels is on ",
+              pixels.device());
+  // Crop n's block starts at n * out.stride(0), so that a slot of a larger tensor (templates[:, -1]) is written in
+  // place; the strides of size-1 dimensions address nothing and may be anything.
+  const int64_t plane = size * size;
+  const bool block_contiguous = out.stride(1) == plane && (size == 1 || (out.stride(2) == size && out.stride(3) == 1));
+  TORCH_CHECK(block_contiguous && (targets <= 1 || out.stride(0) >= 3 * plane), op,
+              ": out must hold each crop's (3, size, size) block contiguous, the crops apart (strides [>= 3 * size * ",
+              "size, size * size, size, 1]), got strides ", shape_string(out.strides()));
+  TORCH_CHECK(where.dim() == 1 && where.size(0) == targets, op, ": where must have shape (N,) with N = ",
+              std::to_string(targets), " (one entry per box), got ", shape_string(where.sizes()));
+  TORCH_CHECK(where.scalar_type() == at::kBool, op, ": where must be bool, got ", where.scalar_type());
+  check_placement(op, where, "where", pixels, "pixels", device);
+}
+
 TORCH_LIBRARY_FRAGMENT(actrack_fast, m) {
   // Lets torch point users of the op at the module that registers its fake implementation.
   m.set_python_module("actrack_fast.crop_op");
@@ -49,6 +77,8 @@ TORCH_LIBRARY_FRAGMENT(actrack_fast, m) {
         "int size) -> Tensor");
   m.def("crop_normalize(Tensor pixels, Tensor start, Tensor height, Tensor width, Tensor boxes, float factor, "
         "int size, ScalarType dtype) -> Tensor");
+  m.def("crop_normalize_into(Tensor pixels, Tensor start, Tensor height, Tensor width, Tensor boxes, float factor, "
+        "int size, Tensor(a!) out, Tensor where) -> ()");
 }
 
 }  // namespace actrack_fast

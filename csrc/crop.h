@@ -24,14 +24,19 @@
 
 namespace actrack_fast {
 
-// TORCH_CHECKs every input of crop_resize (or of crop_normalize: `op` names it) for a kernel on `device`; returns
-// N, the number of crops.
+// TORCH_CHECKs every input of crop_resize (or of crop_normalize, crop_normalize_into: `op` names it) for a kernel
+// on `device`; returns N, the number of crops.
 int64_t check_crop_resize(const char* op, const at::Tensor& pixels, const at::Tensor& start,
                           const at::Tensor& height, const at::Tensor& width, const at::Tensor& boxes, double factor,
                           int64_t size, c10::DeviceType device);
 
 // TORCH_CHECKs crop_normalize's output dtype: float64, float32, float16 or bfloat16.
 void check_normalized_dtype(c10::ScalarType dtype);
+
+// TORCH_CHECKs crop_normalize_into's `out` ((N, 3, size, size) floating, each crop's planes contiguous, the crops
+// out.stride(0) >= 3 * size * size apart) and `where` ((N,) bool, contiguous), both on pixels' device.
+void check_normalized_into(const at::Tensor& out, const at::Tensor& where, const at::Tensor& pixels, int64_t targets,
+                           int64_t size, c10::DeviceType device);
 
 // The largest output side: size * size output pixels of one crop are indexed with 32-bit integers on the device.
 constexpr int64_t kMaxCropSize = 16384;

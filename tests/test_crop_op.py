@@ -1,6 +1,7 @@
 """The compiled crop ops (csrc/, backend ``"cuda"`` of op ``"crop"``) against the torch references of
-:func:`actrack_fast.preprocessing.crop_pixels` (and OpenCV) and :func:`~actrack_fast.preprocessing.crop_normalized`:
-bit-identical crops and normalised crops in every floating dtype, atol 0.
+:func:`actrack_fast.preprocessing.crop_pixels` (and OpenCV), :func:`~actrack_fast.preprocessing.crop_normalized` and
+:func:`~actrack_fast.preprocessing.crop_normalized_into`: bit-identical crops and normalised crops in every floating
+dtype, atol 0, the masked op leaving the rows it does not select untouched.
 
 CPU tests run the extension's C++ kernel (CI builds it); GPU tests (``cuda`` marker) run its CUDA kernel against
 the C++ kernel and the reference on both devices, inside a CUDA graph and under ``torch.compile``. Images range
@@ -20,13 +21,14 @@ from test_preprocessing import opencv_crop, random_boxes
 
 from actrack_fast import backend, crop_op
 from actrack_fast.cuda_graphs import capture_graph
-from actrack_fast.preprocessing import ImageLayout, crop_geometry, crop_normalized, crop_pixels
+from actrack_fast.preprocessing import ImageLayout, crop_geometry, crop_normalized, crop_normalized_into, crop_pixels
 
 if crop_op._C is None and os.environ.get("ACTRACK_NO_EXT") == "1":
     pytest.skip("the extension was skipped on purpose (ACTRACK_NO_EXT=1)", allow_module_level=True)
 
 op = torch.ops.actrack_fast.crop_resize
 normalize_op = torch.ops.actrack_fast.crop_normalize
+into_op = torch.ops.actrack_fast.crop_normalize_into
 FLOAT_DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
 
 # (size, factor): ACTrack's template (128, 2) and search (256, 4) crops, odd and tiny sizes, other factors.
@@ -74,6 +76,15 @@ class Frames:
         return normalize_op(self.pixels, layout.start, layout.height, layout.width, self.box_tensor, factor, size,
                             dtype)
 
+    def into_op(self, factor, size, out, where):
+        layout = self.layout
+        into_op(self.pixels, layout.start, layout.height, layout.width, self.box_tensor, factor, size, out, where)
+
+    def into(self, crop_backend, factor, size, out, where):
+        """crop_normalized_into with the given ``crop`` backend."""
+        with backend.use_backend(crop_backend, ops=("crop",)):
+            crop_normalized_into(self.pixels, self.layout, self.box_tensor, factor, size, out, where)
+
 
 def crop_one(image, box, factor, size):
     """The op on one (H, W, 3) uint8 numpy image and one box."""
@@ -94,6 +105,27 @@ def assert_identical_values(got, expected, what):
     assert not got.isnan().any(), what
     mismatched = (got.cpu() != expected.cpu()).sum().item()
     assert mismatched == 0, f"{what}: {mismatched} of {got.numel()} values differ"
+
+
+def template_slots(count, slots, size, dtype, seed, device="cpu"):
+    """(count, slots, 3, size, size) random values, none zero: a row the masked op must leave alone keeps values no
+    crop (whose zero border normalises to three fixed values) would give."""
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.rand(count, slots, 3, size, size, generator=generator, dtype=torch.float64) + 0.5).to(device, dtype)
+
+
+def masks(count, seed, device="cpu"):
+    """The update masks the tests try: a random one (both values present), none and all."""
+    generator = torch.Generator().manual_seed(seed)
+    random = torch.arange(count) % 2 == 0  # both values, whatever the count
+    random = random[torch.randperm(count, generator=generator)]
+    return {"random": random.to(device), "none": torch.zeros(count, dtype=torch.bool, device=device),
+            "all": torch.ones(count, dtype=torch.bool, device=device)}
+
+
+def masked(crops, where, before):
+    """What the masked op must leave in ``before`` (a slot, (N, 3, S, S)): the crops where selected."""
+    return torch.where(where[:, None, None, None], crops, before)
 
 
 def assert_not_blank(crops):
@@ -136,6 +168,31 @@ def test_cpu_normalize_kernel_hits_every_table_entry():
     rgb = np.arange(256, dtype=np.float64) / 255.0
     for c, (mean, std) in enumerate(zip((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))):
         np.testing.assert_array_equal(got[0, c].reshape(-1).numpy(), ((rgb - mean) / std).astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("size,factor", SIZES)
+def test_cpu_normalize_into_kernel_matches_reference(size, factor, dtype):
+    frames = Frames([(23, 31), (90, 120)], 8, seed=size + 5)
+    count = len(frames.boxes)
+    crops = frames.normalized("reference", factor, size, dtype)
+    # A slot of the tracker's (N, T, 3, S, S) templates (crops T * 3 * S * S apart), the middle one of three, and a
+    # plain (N, 3, S, S) tensor.
+    for slots, slot in [(3, 2), (3, 1), (1, 0)]:
+        for name, where in masks(count, seed=size + slots + slot).items():
+            templates = template_slots(count, slots, size, dtype, seed=size + slot)
+            expected = templates.clone()
+            expected[:, slot] = masked(crops, where, templates[:, slot])
+            frames.into_op(factor, size, templates[:, slot], where)
+            assert_identical_values(templates, expected, f"{dtype} size {size} slot {slot} of {slots}, mask {name}")
+
+
+def test_cpu_normalize_into_kernel_no_boxes():
+    pixels = torch.randint(0, 256, (12, 3), dtype=torch.uint8)
+    empty = torch.zeros(0, dtype=torch.int64)
+    out = torch.zeros(0, 2, 3, 8, 8)
+    into_op(pixels, empty, empty, empty, torch.zeros(0, 4, dtype=torch.float64), 2.0, 8, out[:, -1],
+            torch.zeros(0, dtype=torch.bool))
 
 
 def test_cpu_kernel_several_images_in_one_pixel_table():
@@ -200,6 +257,15 @@ def test_cpu_normalize_opcheck():
                                          2.0, 16, torch.bfloat16))
 
 
+@pytest.mark.parametrize("slots", [1, 3])
+def test_cpu_normalize_into_opcheck(slots):
+    frames = Frames([(23, 31), (40, 12)], 3, seed=3)
+    layout = frames.layout
+    templates = template_slots(len(frames.boxes), slots, 16, torch.float16, seed=3)
+    torch.library.opcheck(into_op, (frames.pixels, layout.start, layout.height, layout.width, frames.box_tensor, 2.0,
+                                    16, templates[:, -1], masks(len(frames.boxes), seed=3)["random"]))
+
+
 def test_public_api_accepts_non_contiguous_inputs():
     frames = Frames([(30, 40)], 5, seed=4)
     image = torch.from_numpy(frames.images[0])
@@ -220,6 +286,22 @@ def test_backend_choice_gives_the_same_crops():
             results[name] = crop_pixels(frames.pixels, frames.layout, frames.box_tensor, 4.0, 40)
     for name in ("cuda", "auto"):
         assert_identical(results[name], results["reference"], name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_backend_choice_gives_the_same_crops_into(dtype):
+    frames = Frames([(48, 64)], 8, seed=6)
+    count = len(frames.boxes)
+    for name, where in masks(count, seed=6).items():
+        results = {}
+        for crop_backend in ("reference", "cuda", "auto"):
+            templates = template_slots(count, 3, 40, dtype, seed=6)
+            frames.into(crop_backend, 4.0, 40, templates[:, -1], where)
+            results[crop_backend] = templates
+        expected = template_slots(count, 3, 40, dtype, seed=6)
+        expected[:, -1] = masked(frames.normalized("reference", 4.0, 40, dtype), where, expected[:, -1])
+        for crop_backend, got in results.items():
+            assert_identical_values(got, expected, f"{crop_backend}, mask {name}")
 
 
 def test_cpu_torch_compile_fullgraph_runs_the_op():
@@ -276,12 +358,45 @@ def test_op_rejects_bad_input_with_a_message(args, match):
         op(*args)
     with pytest.raises(RuntimeError, match="crop_normalize: " + match):  # the same checks, naming the op
         normalize_op(*args, torch.float32)
+    with pytest.raises(RuntimeError, match="crop_normalize_into: " + match):
+        into_op(*args, torch.zeros(2, 3, 8, 8), torch.ones(2, dtype=torch.bool))
 
 
 @pytest.mark.parametrize("dtype", [torch.int32, torch.uint8, torch.complex64], ids=str)
 def test_normalize_op_rejects_non_floating_dtypes(dtype):
     with pytest.raises(RuntimeError, match="dtype must be float64, float32, float16 or bfloat16"):
         normalize_op(*_with(6, 8), dtype)
+
+
+def _into_with(out=None, where=None):
+    """crop_normalize_into's arguments for _layout_args' two boxes, size 8, with ``out`` or ``where`` replaced."""
+    return [*_with(6, 8), torch.zeros(2, 3, 8, 8) if out is None else out,
+            torch.ones(2, dtype=torch.bool) if where is None else where]
+
+
+@pytest.mark.parametrize("args,match", [
+    (_into_with(out=torch.zeros(3, 3, 8, 8)),
+     r"out must have shape \(N, 3, size, size\) with N = 2 \(one crop per box\) and size = 8, got \[3, 3, 8, 8\]"),
+    (_into_with(out=torch.zeros(2, 3, 8, 7)), r"out must have shape \(N, 3, size, size\).*got \[2, 3, 8, 7\]"),
+    (_into_with(out=torch.zeros(2, 8, 8)), r"out must have shape \(N, 3, size, size\).*got \[2, 8, 8\]"),
+    (_into_with(out=torch.zeros(2, 3, 8, 8, dtype=torch.int32)),
+     "out must be float64, float32, float16 or bfloat16, got Int"),
+    (_into_with(out=torch.zeros(2, 3, 8, 8, dtype=torch.uint8)), "out must be .* got Byte"),
+    (_into_with(out=torch.zeros(2, 8, 8, 3).permute(0, 3, 1, 2)),
+     r"out must hold each crop's \(3, size, size\) block contiguous.*got strides \[192, 1, 24, 3\]"),
+    (_into_with(out=torch.zeros(2, 3, 8, 16)[..., ::2]), r"out must hold .*got strides \[384, 128, 16, 2\]"),
+    (_into_with(out=torch.zeros(256).as_strided((2, 3, 8, 8), (64, 64, 8, 1))),  # crops overlapping
+     r"out must hold .* the crops apart.*got strides \[64, 64, 8, 1\]"),
+    (_into_with(where=torch.ones(2, dtype=torch.uint8)), "where must be bool, got Byte"),
+    (_into_with(where=torch.ones(2, dtype=torch.int64)), "where must be bool, got Long"),
+    (_into_with(where=torch.ones(3, dtype=torch.bool)),
+     r"where must have shape \(N,\) with N = 2 \(one entry per box\), got \[3\]"),
+    (_into_with(where=torch.ones(2, 1, dtype=torch.bool)), r"where must have shape \(N,\).*got \[2, 1\]"),
+    (_into_with(where=torch.ones(2, 2, dtype=torch.bool)[:, 0]), "where must be contiguous"),
+])
+def test_normalize_into_op_rejects_bad_output_or_mask(args, match):
+    with pytest.raises(RuntimeError, match="crop_normalize_into: " + match):
+        into_op(*args)
 
 
 def test_missing_extension_falls_back_and_explains_how_to_build():
@@ -337,6 +452,24 @@ def test_cuda_normalize_kernel_matches_cpu_kernel_and_reference(size, factor, dt
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("size,factor", [(128, 2.0), (256, 4.0), (37, 2.5), (1, 2.0)])
+def test_cuda_normalize_into_kernel_matches_cpu_kernel_and_reference(size, factor, dtype):
+    frames = _cuda_frames(64, seed=size + 2)
+    cpu = frames.to("cpu")
+    crops = frames.normalized("reference", factor, size, dtype)
+    for name, where in masks(64, seed=size, device="cuda").items():
+        templates = template_slots(64, 3, size, dtype, seed=size, device="cuda")
+        on_cpu = templates.cpu()
+        expected = templates.clone()
+        expected[:, -1] = masked(crops, where, templates[:, -1])
+        frames.into_op(factor, size, templates[:, -1], where)
+        cpu.into_op(factor, size, on_cpu[:, -1], where.cpu())
+        assert_identical_values(templates, on_cpu, f"CUDA kernel vs CPU kernel, mask {name}")
+        assert_identical_values(templates, expected, f"CUDA kernel vs reference on the GPU, mask {name}")
+
+
+@pytest.mark.cuda
 def test_cuda_kernel_several_images_and_opencv():
     frames = _cuda_frames(20, seed=11, shapes=((480, 640), (1, 300), (300, 1), (97, 131)))
     got = frames.op(4.0, 256)
@@ -352,6 +485,17 @@ def test_cuda_kernel_more_boxes_than_one_grid_column():
     frames = _cuda_frames(70000, seed=12, shapes=((48, 64),))
     got = frames.op(2.0, 3)
     assert_identical(got, frames.crops("reference", 2.0, 3), "70000 boxes")
+
+
+@pytest.mark.cuda
+def test_cuda_normalize_into_more_boxes_than_one_grid_column():
+    frames = _cuda_frames(70000, seed=12, shapes=((48, 64),))
+    where = masks(70000, seed=12, device="cuda")["random"]
+    templates = template_slots(70000, 2, 3, torch.float32, seed=12, device="cuda")
+    expected = templates.clone()
+    expected[:, -1] = masked(frames.normalized("reference", 2.0, 3, torch.float32), where, templates[:, -1])
+    frames.into_op(2.0, 3, templates[:, -1], where)
+    assert_identical_values(templates, expected, "70000 boxes")
 
 
 @pytest.mark.cuda
@@ -380,6 +524,30 @@ def test_cuda_graph_replays_new_frames_and_boxes():
 
 
 @pytest.mark.cuda
+def test_cuda_graph_replays_normalize_into_with_changing_masks():
+    frames = _cuda_frames(64, seed=19)
+    pixels, boxes = frames.pixels.clone(), frames.box_tensor.clone()
+    where = torch.zeros(64, dtype=torch.bool, device="cuda")  # the warm-up call then changes nothing
+    templates = template_slots(64, 3, 128, torch.bfloat16, seed=19, device="cuda")
+
+    def step():
+        with backend.use_backend("cuda", ops=("crop",)):
+            crop_normalized_into(pixels, frames.layout, boxes, 2.0, 128, templates[:, -1], where)
+
+    graph = capture_graph(step)
+    for seed, mask in [(20, "random"), (21, "all"), (22, "none"), (23, "random")]:
+        other = _cuda_frames(64, seed=seed)
+        pixels.copy_(other.pixels)
+        boxes.copy_(other.box_tensor)
+        where.copy_(masks(64, seed=seed, device="cuda")[mask])
+        expected = templates.clone()
+        expected[:, -1] = masked(other.normalized("reference", 2.0, 128, torch.bfloat16), where, templates[:, -1])
+        graph.replay()
+        torch.cuda.synchronize()
+        assert_identical_values(templates, expected, f"replay {seed}, mask {mask}")
+
+
+@pytest.mark.cuda
 def test_cuda_torch_compile_fullgraph():
     frames = _cuda_frames(16, seed=16)
     torch._dynamo.reset()
@@ -397,6 +565,9 @@ def test_cuda_opcheck():
     args = (frames.pixels, layout.start, layout.height, layout.width, frames.box_tensor, 4.0, 32)
     torch.library.opcheck(op, args)
     torch.library.opcheck(normalize_op, (*args, torch.float16))
+    templates = template_slots(len(frames.boxes), 3, 32, torch.float16, seed=18, device="cuda")
+    where = masks(len(frames.boxes), seed=18, device="cuda")["random"]
+    torch.library.opcheck(into_op, (*args, templates[:, -1], where))
 
 
 @pytest.mark.cuda
@@ -405,3 +576,8 @@ def test_cuda_op_rejects_tensors_on_other_devices():
     layout = frames.layout
     with pytest.raises(RuntimeError, match="boxes is on cpu but this kernel runs on cuda tensors"):
         op(frames.pixels, layout.start, layout.height, layout.width, frames.box_tensor.cpu(), 2.0, 8)
+    where = torch.ones(2, dtype=torch.bool, device="cuda")
+    with pytest.raises(RuntimeError, match="crop_normalize_into: out is on cpu but this kernel runs on cuda tensors"):
+        frames.into_op(2.0, 8, torch.zeros(2, 3, 8, 8), where)
+    with pytest.raises(RuntimeError, match="crop_normalize_into: where is on cpu but this kernel runs on cuda"):
+        frames.into_op(2.0, 8, torch.zeros(2, 3, 8, 8, device="cuda"), where.cpu())
