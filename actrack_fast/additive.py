@@ -99,6 +99,20 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
 _HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 
+def _triton_inference(stage: ConvBNReLU, x: torch.Tensor) -> bool:
+    """Whether inference on x takes the fast path with Triton kernels: ``stage`` runs backend ``conv_relu`` =
+    ``cuda`` on x (eval mode, no autograd) and Triton is installed."""
+    return stage.inference_backend(x) == "cuda" and _HAS_TRITON
+
+
+def _layer_norm_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype ``nn.LayerNorm`` returns for x: CUDA's autocast runs it in fp32, so fp32 for a 16-bit CUDA x
+    under autocast (the CPU's leaves it alone); x's dtype otherwise."""
+    if x.device.type == "cuda" and torch.is_autocast_enabled("cuda") and x.dtype in (torch.float16, torch.bfloat16):
+        return torch.float32
+    return x.dtype
+
+
 def _cudnn_on_cuda(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_available() and torch.backends.cudnn.is_available()
 
@@ -134,7 +148,7 @@ class ConvStem(nn.Module):
         """
         B, T = templates.shape[:2]
         first = self.stages[0]
-        if first.inference_backend(search) == "cuda" and _HAS_TRITON:
+        if _triton_inference(first, search):
             from kernels.stem_conv import stem_conv_relu  # imported on first use: loads Triton
 
             weight, bias = first.folded(compute_dtype(search))
@@ -189,7 +203,9 @@ class AdditiveNet(nn.Module):
         return response.reshape(B, T, *response.shape[1:]).mean(dim=1)
 
     def forward(self, search: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
-        """(B, 3, Ss, Ss), (B, T, 3, St, St) -> per-token features (B, Nx + T*Nz, C_a)."""
+        """(B, 3, Ss, Ss), (B, T, 3, St, St) -> per-token features (B, Nx + T*Nz, C_a), LayerNorm's output (fp32
+        under autocast). Where the stem's first stage is the Triton kernel (``ConvStem.forward_crops``), the
+        LayerNorm is too, reading the search and template maps where they lie."""
         B, T = templates.shape[:2]
         # One stem pass for every crop of the frame; not in training, where BatchNorm's batch statistics
         # would then mix search and template crops.
@@ -200,6 +216,12 @@ class AdditiveNet(nn.Module):
             search_map = self.stem(search)
             template_maps = self.stem(templates.flatten(0, 1)).unflatten(0, (B, T))
         fused = self.fuse(torch.cat([search_map, self.correlate(search_map, template_maps)], dim=1))
+        if _triton_inference(self.stem.stages[0], search):
+            from kernels.layernorm import maps_layernorm  # imported on first use: loads Triton
+
+            # One pass from the maps where they lie to the normalised tokens: no token copies, no cat.
+            return maps_layernorm(fused[:, None], template_maps, self.norm.weight, self.norm.bias, self.norm.eps,
+                                  _layer_norm_dtype(fused))
         search_tokens = fused.flatten(2).transpose(1, 2)
         template_tokens = template_maps.flatten(3).transpose(2, 3).flatten(1, 2)
         return self.norm(torch.cat([search_tokens, template_tokens], dim=1))

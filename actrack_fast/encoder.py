@@ -133,11 +133,18 @@ class VisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(config.embed_dim, eps=LAYER_NORM_EPS)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
 
-    def patch_tokens(self, search: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
+    def patch_tokens(self, search: torch.Tensor, templates: torch.Tensor, fused: bool = False) -> torch.Tensor:
         """Tokens in SeqTrack order before the position embedding (:meth:`add_positions`):
-        (B, 3, Ss, Ss), (B, T, 3, St, St) -> (B, Nx + T*Nz, dim); all patches go through one GEMM."""
+        (B, 3, Ss, Ss), (B, T, 3, St, St) -> (B, Nx + T*Nz, dim); all patches go through one GEMM. With ``fused``
+        the patch matrix is cut by one Triton kernel (``kernels.patchify``, the same values) instead of two
+        copies."""
         B, T, Nx = templates.shape[0], templates.shape[1], self.num_search_tokens
         p = self.patch_embed.patch_size
+        # The kernel's output has no autograd history: crops that need a gradient take the copies.
+        if fused and not (torch.is_grad_enabled() and (search.requires_grad or templates.requires_grad)):
+            from kernels.patchify import patchify  # imported on first use: loads Triton
+
+            return self.patch_embed.embed_patches(patchify(search, templates, p))
         patches = search.new_empty(B, Nx + T * (templates.shape[-1] // p) ** 2, 3 * p * p)
         self.patch_embed.patches(search, patches[:, :Nx])
         self.patch_embed.patches(templates, patches[:, Nx:].unflatten(1, (T, -1)))
@@ -165,9 +172,12 @@ class VisionTransformer(nn.Module):
 
         ``injections`` maps a block index (as a string) to the projection added before that block.
         """
-        x = self.patch_tokens(search, templates)
+        # Under torch.compile the reference is traced: Inductor generates its own kernels.
+        fused = (not torch.compiler.is_compiling()
+                 and backend.select("encoder_block", _token_stand_in(search)) == "triton")
+        x = self.patch_tokens(search, templates, fused)
         queries = self.num_search_tokens if search_only else None
-        if not torch.compiler.is_compiling() and backend.select("encoder_block", x) == "triton":
+        if fused:
             from .fast_encoder import fused_blocks_forward, position_table  # imported on first use: loads Triton
 
             # The positions join the first block's fused sum instead of a pass of their own.
@@ -179,6 +189,15 @@ class VisionTransformer(nn.Module):
             injection = injections[str(index)] if injections is not None and str(index) in injections else None
             x = block(x, additive, injection, queries if index == last else None)
         return self.norm(x)
+
+
+def _token_stand_in(search: torch.Tensor) -> torch.Tensor:
+    """An empty tensor with the rank, device and dtype of the tokens the patch GEMM makes of ``search`` (autocast's
+    dtype where it casts search), for choosing the encoder's backend before the patches are cut: the Triton path
+    cuts them with a kernel of its own."""
+    device = search.device.type
+    cast = torch.is_autocast_enabled(device) and search.dtype in (torch.float32, torch.float16, torch.bfloat16)
+    return search.new_empty((0, 0, 0), dtype=torch.get_autocast_dtype(device) if cast else search.dtype)
 
 
 class Encoder(nn.Module):

@@ -25,8 +25,8 @@ def _switch(search_only: bool, fold: bool) -> None:
     def every_token(self, search, templates, additive=True, check_finite=True, search_only=False):
         return _ENCODE(self, search, templates, additive, check_finite, False)
 
-    def with_positions(self, search, templates):
-        return self.add_positions(_PATCH_TOKENS(self, search, templates))
+    def with_positions(self, search, templates, fused=False):
+        return self.add_positions(_PATCH_TOKENS(self, search, templates, fused))
 
     ACTrack.encode = _ENCODE if search_only else every_token
     VisionTransformer.patch_tokens = _PATCH_TOKENS if fold else with_positions

@@ -39,3 +39,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def triton_on_cpu(monkeypatch):
+    """Let the backend choose the Triton encoder on this CPU (the kernels run in the interpreter)."""
+    from actrack_fast import backend  # here, not at the top: the interpreter setting must come first
+
+    if torch.cuda.is_available():
+        return
+    monkeypatch.setitem(backend._PROVIDERS, "encoder_block", {})
+    backend.register("encoder_block", "triton", lambda d: d.type == "cpu", "interpreter")

@@ -5,7 +5,11 @@ template crops have one size, the stem runs once over all of them. Both must com
 per-crop forward computes, and the folded weights must follow every change of the weights or statistics.
 On a GPU (``cuda`` marker) the ``conv_relu`` backend ``cuda`` (cuDNN's fused conv + bias + ReLU) is compared with
 a float64 forward: 16-bit error within the 16-bit tolerance and no larger than the unfused convolution's.
+That path's Triton kernels (the stem's first stage, the final LayerNorm read straight from the maps) run in
+Triton's interpreter on CPU (``interpreter`` marker) on small shapes.
 """
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -135,7 +139,10 @@ def test_cuda_fused_conv_relu_is_as_accurate_as_the_unfused_convolution(mode):
         with torch.no_grad(), backend.use_backend(name, ops=("conv_relu",)), \
                 torch.autocast("cuda", torch.bfloat16, enabled=mode == "autocast bf16"):
             assert backend.select("conv_relu", search) == name
-            results[name] = net(search, templates).double()
+            results[name] = net(search, templates)
+    # The fast path's LayerNorm gives what PyTorch's does: fp32 under autocast, else the maps' dtype.
+    assert results["cuda"].dtype == results["reference"].dtype == (torch.float32 if mode == "autocast bf16" else dtype)
+    results = {name: got.double() for name, got in results.items()}
     assert all(torch.isfinite(got).all() for got in results.values())
     # Relative Frobenius error: elementwise maxima sit on ReLUs that flip between roundings after five layers.
     errors = {name: ((got - expected).norm() / expected.norm()).item() for name, got in results.items()}
@@ -202,3 +209,147 @@ def test_stem_kernel_on_gpu(dtype, frames):
     mixed = stem_conv_relu(search.float(), templates.float(), weight, bias)
     assert mixed.dtype == dtype
     assert ((mixed.double() - expected).norm() / expected.norm()).item() < STEM_TOLERANCE[dtype]
+
+
+# --- the final LayerNorm on the fast path: one Triton pass from the maps ------------------------------------
+
+NORM_TOLERANCE = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+
+
+def _norm_case(frames, templates_per_frame, size, template_size, channels, dtype, channels_last, device):
+    """A search map (B, 1, C, H, W) and template maps (B, T, C, h, w) laid out as the fast stem leaves them (each
+    crop channels-last, the templates a slice of every crop's maps) or contiguous, with per-channel offsets and
+    scales so that the statistics matter; LayerNorm parameters in fp32, as a model keeps them."""
+    generator = torch.Generator().manual_seed(size * channels + templates_per_frame)
+
+    def maps(count, side):
+        x = torch.randn(frames * count, channels, side, side, generator=generator) * 3 + torch.randn(channels, 1, 1)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x.to(device, dtype).unflatten(0, (frames, count))
+
+    search = maps(1, size)
+    templates = maps(1 + templates_per_frame, template_size)[:, 1:]
+    weight = (torch.randn(channels, generator=generator) * 0.5 + 1).to(device)
+    bias = (torch.randn(channels, generator=generator) * 0.5).to(device)
+    return search, templates, weight, bias
+
+
+def _norm_reference(search, templates, weight, bias, eps=1e-5):
+    """The plain forward's tokens and LayerNorm in float64."""
+    tokens = torch.cat([search[:, 0].flatten(2).transpose(1, 2), templates.flatten(3).transpose(2, 3).flatten(1, 2)],
+                       dim=1)
+    return torch.nn.functional.layer_norm(tokens.double(), weight.shape, weight.double(), bias.double(), eps)
+
+
+def _rel_err(got, expected):
+    assert not torch.isnan(got).any(), "NaN in the output"
+    return ((got.double() - expected).norm() / expected.norm()).item()
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("frames,templates_per_frame,size,template_size,channels,channels_last",
+                         [(2, 1, 4, 4, 32, True), (1, 2, 5, 3, 24, True), (2, 3, 3, 4, 20, False),
+                          (1, 2, 4, 4, 96, False)])
+def test_maps_layernorm_in_the_interpreter(dtype, frames, templates_per_frame, size, template_size, channels,
+                                           channels_last):
+    """One to three templates, template maps of the search map's size and of others, widths that are not a power
+    of two, both layouts; the output in the maps' dtype, or fp32 (autocast's LayerNorm) with fp32 accuracy."""
+    from kernels.layernorm import maps_layernorm
+
+    case = _norm_case(frames, templates_per_frame, size, template_size, channels, dtype, channels_last,
+                      torch.device("cpu"))
+    expected = _norm_reference(*case)
+    got = maps_layernorm(*case, 1e-5)
+    assert got.dtype == dtype and got.shape == expected.shape and got.is_contiguous()
+    assert _rel_err(got, expected) < NORM_TOLERANCE[dtype]
+    wide = maps_layernorm(*case, 1e-5, out_dtype=torch.float32)
+    assert wide.dtype == torch.float32 and _rel_err(wide, expected) < NORM_TOLERANCE[torch.float32]
+    search, templates, weight, bias = case
+    narrow = (search, templates, weight.to(dtype), bias.to(dtype))  # parameters in the maps' dtype
+    assert _rel_err(maps_layernorm(*narrow, 1e-5), _norm_reference(*narrow)) < NORM_TOLERANCE[dtype]
+
+
+def test_maps_layernorm_bad_inputs_are_named(monkeypatch):
+    from kernels import layernorm as layernorm_module
+    from kernels.layernorm import maps_layernorm
+
+    search, templates, weight, bias = _norm_case(1, 2, 4, 4, 8, torch.float32, True, torch.device("cpu"))
+    with pytest.raises(ValueError, match="first must be a"):
+        maps_layernorm(search[:, 0], templates, weight, bias, 1e-5)
+    with pytest.raises(ValueError, match="first's frames and channels"):
+        maps_layernorm(search, templates[:, :, :4], weight, bias, 1e-5)
+    with pytest.raises(ValueError, match="weight must be a contiguous"):
+        maps_layernorm(search, templates, weight[:4], bias, 1e-5)
+    with pytest.raises(TypeError, match="share a dtype"):
+        maps_layernorm(search, templates.half(), weight, bias, 1e-5)
+    with pytest.raises(TypeError, match="out_dtype"):
+        maps_layernorm(search, templates, weight, bias, 1e-5, out_dtype=torch.float64)
+    with pytest.raises(TypeError, match="bias"):
+        maps_layernorm(search.half(), templates.half(), weight, bias.double(), 1e-5)
+    monkeypatch.setattr(layernorm_module, "INTERPRET", False)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA tensors"):
+            maps_layernorm(search, templates, weight, bias, 1e-5)
+
+
+@pytest.fixture
+def fast_path_on_cpu(monkeypatch):
+    """The additive net's Triton inference path (first stem stage and final LayerNorm) wherever its inference
+    shortcuts apply, so on this CPU too (the kernels run in the interpreter); records the LayerNorm's calls."""
+    from actrack_fast import additive
+    from kernels import layernorm as layernorm_module
+
+    calls = []
+    kernel = layernorm_module.maps_layernorm
+    monkeypatch.setattr(additive, "_triton_inference", lambda stage, x: stage.inference_backend(x) is not None)
+    monkeypatch.setattr(layernorm_module, "maps_layernorm", lambda *args: calls.append(1) or kernel(*args))
+    return calls
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("templates_per_frame,template_size", [(1, 64), (2, 64), (3, 32)])
+@pytest.mark.parametrize("mode", ["fp32", "fp16", "autocast fp16"])
+def test_fast_path_output_matches_the_plain_forward(fast_path_on_cpu, templates_per_frame, template_size, mode):
+    """The whole additive net on its fast path (the stem's first stage and the LayerNorm as Triton kernels; one
+    stem pass, or one per crop kind where the sizes differ) against the plain fp64 forward, in the dtype the
+    plain forward gives in that mode (the CPU's autocast runs LayerNorm in the input's dtype, CUDA's in fp32:
+    the GPU test below)."""
+    config = get_config("tiny", search_size=64, template_size=template_size, num_templates=templates_per_frame)
+    net = AdditiveNet(config).eval()
+    random_statistics(net)
+    search, templates = crops(config, 2, torch.float32, seed=templates_per_frame)
+    expected = plain_forward(copy.deepcopy(net).double(), search.double(), templates.double())
+    if mode == "fp16":
+        net, search, templates = net.half(), search.half(), templates.half()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16, enabled=mode == "autocast fp16"):
+        got = net(search, templates)
+        with backend.use_backend("reference", ("conv_relu",)):
+            plain_dtype = plain_forward(net, search, templates).dtype
+    assert fast_path_on_cpu
+    assert got.dtype == plain_dtype == (torch.float32 if mode == "fp32" else torch.float16)
+    assert _rel_err(got, expected) < (1e-5 if mode == "fp32" else 2e-2)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("frames,channels", [(1, 96), (64, 96), (64, 128)])
+def test_maps_layernorm_on_gpu(dtype, frames, channels):
+    """B256's and L256's additive features (16 x 16 maps, 2 templates, 96 or 128 channels) at one frame and at 64,
+    against float64: with the parameters in the maps' dtype (a 16-bit model without autocast; PyTorch's CUDA
+    LayerNorm takes no other) no less accurate than PyTorch's LayerNorm, and with fp32 parameters and an fp32
+    output (autocast's LayerNorm) accurate to fp32."""
+    from kernels.layernorm import maps_layernorm
+
+    search, templates, weight, bias = _norm_case(frames, 2, 16, 16, channels, dtype, True, torch.device("cuda"))
+    expected = _norm_reference(search, templates, weight, bias)
+    wide = maps_layernorm(search, templates, weight, bias, 1e-5, out_dtype=torch.float32)
+    assert _rel_err(wide, expected) < NORM_TOLERANCE[torch.float32]
+    weight, bias = weight.to(dtype), bias.to(dtype)
+    expected = _norm_reference(search, templates, weight, bias)
+    tokens = torch.cat([search[:, 0].flatten(2).transpose(1, 2), templates.flatten(3).transpose(2, 3).flatten(1, 2)],
+                       dim=1)
+    pytorch = torch.nn.functional.layer_norm(tokens, (channels,), weight, bias, 1e-5)
+    errors = [_rel_err(t, expected) for t in (maps_layernorm(search, templates, weight, bias, 1e-5), pytorch)]
+    assert errors[0] < NORM_TOLERANCE[dtype] and errors[0] <= 1.25 * errors[1] + 1e-7, errors

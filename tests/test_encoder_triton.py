@@ -79,15 +79,6 @@ def make_block(dim, heads, additive_dim, dtype, dev=None):
     return block, injection.to(dev, dtype)
 
 
-@pytest.fixture
-def triton_on_cpu(monkeypatch):
-    """Let the backend choose Triton on this CPU (the kernels run in the interpreter)."""
-    if torch.cuda.is_available():
-        return
-    monkeypatch.setitem(backend._PROVIDERS, "encoder_block", {})
-    backend.register("encoder_block", "triton", lambda d: d.type == "cpu", "interpreter")
-
-
 # --- each kernel on its own ------------------------------------------------------------------------
 
 @pytest.mark.interpreter
