@@ -8,8 +8,8 @@ variance are exact two-pass ones without a second trip to memory.
 
 ``maps_layernorm`` gathers its rows from two stacks of feature maps where they lie, one row per pixel (the
 additive net's per-token features: the search map's pixels, then every template map's): at 64 B256 frames in
-bf16 on the H100 the token copies and torch.cat before PyTorch's LayerNorm took ~35 us and the LayerNorm 58 us;
-measured side by side, cat + LayerNorm 105 us (fp32 out, autocast) against 13.5 us for this one pass.
+bf16 on the H100 the token copies and torch.cat before PyTorch's LayerNorm took ~42 us and the LayerNorm 58 us
+(benchmarks/results/step_kernels_v9_h100.txt); this one pass takes 13.5 us (step_kernels_v10_h100.txt).
 """
 from __future__ import annotations
 
