@@ -411,7 +411,6 @@ def _cross_attention_cached_phase(pid, nprog, s, layer, B, M, NPRE, qpos_ptr, lw
         qh, b, row, valid = _cross_norm_query(tile, h, wq, B, nq, nqp, pos0, qpos_ptr, lw_ptr, act_ptr, part_in,
                                               scr_ptr, LO_SELF_OUT_B, LO_CROSS_W, LO_CROSS_B, LO_NORM1_W, D, H,
                                               NPART, ROWS, QMAX, KC_HEAD)
-        keys_offset = (b * M * 2 * L + layer) * D + h * DH  # (ROWS,)
         attended = tl.zeros((ROWS, DH), tl.float32)
         if ROWS < 16:  # the valid rows are a prefix of the tile (see _linear)
             n_rows = tl.sum(valid.to(tl.int32), axis=0)
@@ -419,16 +418,19 @@ def _cross_attention_cached_phase(pid, nprog, s, layer, B, M, NPRE, qpos_ptr, lw
             n_rows = ROWS
         for r in range(n_rows):
             q_r = _row(qh, r, ROWS)
-            key_rows = kv_cross_ptr + _scalar(keys_offset, r, ROWS) + mc[:, None] * (2 * L * D) + dcols[None, :]
+            # Computed from the row's sample after the row is picked out, so that Triton sees a multiple of DH
+            # and loads 16-byte vectors (an offset picked out of a (ROWS,) tensor loads one float at a time).
+            first = (_scalar(b, r, ROWS) * M * 2 * L + layer) * D + h * DH
+            key_rows = kv_cross_ptr + first + mc[:, None] * (2 * L * D) + dcols[None, :]
             row_valid = _scalar(valid.to(tl.int32), r, ROWS) != 0
             running_max = -float("inf")
             running_sum = 0.0
             acc = tl.zeros((DH,), tl.float32)
             for m0 in range(0, M, MC):
                 inside = (m0 + mc < M) & row_valid
-                keys = tl.load(key_rows + m0 * (2 * L * D), mask=inside[:, None], other=0.0, cache_modifier=".cg")
-                values = tl.load(key_rows + m0 * (2 * L * D) + L * D, mask=inside[:, None], other=0.0,
-                                 cache_modifier=".cg")
+                # Plain loads: project_memory wrote these before the launch (.cg is for this launch's own writes).
+                keys = tl.load(key_rows + m0 * (2 * L * D), mask=inside[:, None], other=0.0)
+                values = tl.load(key_rows + m0 * (2 * L * D) + L * D, mask=inside[:, None], other=0.0)
                 scores = tl.where(m0 + mc < M, tl.sum(keys * q_r[None, :], axis=1), -float("inf"))
                 new_max = tl.maximum(running_max, tl.max(scores, axis=0))
                 correction = tl.exp(running_max - new_max)
@@ -869,11 +871,11 @@ def pack_weights(shape: DecoderShape, parameters: dict[str, torch.Tensor]) -> to
     return torch.cat([p.float() for p in pieces]).contiguous()
 
 
-def _k_chunk(k: int, n: int, rows: int) -> int:
-    """Reduction chunk of a (rows x n) product: tl.dot streams the weights in chunks of 32 (an FMA dot holds
-    whole K-rows of its operands per thread); GEMV tiles are loaded whole. The interpreter pays per
-    operation, not per register: one chunk."""
-    return min(k, 32) if rows >= 16 and not _interpreting() else k
+def _k_chunk(k: int, rows: int, chunk: int) -> int:
+    """Reduction chunk of a product with ``rows`` rows and reduction length ``k``: tl.dot tiles stream the
+    weights in chunks of ``chunk`` (LaunchConfig.dot_chunk); GEMV tiles are loaded whole. The interpreter pays
+    per operation, not per register: one chunk."""
+    return min(k, chunk) if rows >= 16 and not _interpreting() else k
 
 
 @dataclass(frozen=True)
@@ -882,7 +884,8 @@ class LaunchConfig:
     more when the prefix has several tokens; >= 16 uses tl.dot. ``ffn_rows`` and ``logit_rows`` (default:
     ``rows``): the same for the feed-forward and vocabulary-logits units, whose weight chunks already spread
     the work over the programs, so that a larger tile reads each chunk once for several samples (logit rows
-    are samples: one row each). ``programs``: programs of the grid."""
+    are samples: one row each). ``dot_chunk``: reduction chunk in which tl.dot tiles (>= 16 rows) stream
+    their weights. ``programs``: programs of the grid."""
 
     rows: int
     programs: int
@@ -894,11 +897,13 @@ class LaunchConfig:
     num_warps: int = 8
     ffn_rows: Optional[int] = None
     logit_rows: Optional[int] = None
+    dot_chunk: int = 32
 
     def __post_init__(self) -> None:
         if self.cross not in CROSS_MODES:
             raise ValueError(f"cross must be one of {CROSS_MODES}, got {self.cross!r}")
-        for name in ("rows", "ffn_chunk", "hidden_chunk", "vocab_chunk", "memory_chunk", "ffn_rows", "logit_rows"):
+        for name in ("rows", "ffn_chunk", "hidden_chunk", "vocab_chunk", "memory_chunk", "ffn_rows", "logit_rows",
+                     "dot_chunk"):
             value = getattr(self, name)
             if value is not None and (value < 1 or value & (value - 1)):
                 raise ValueError(f"{name} must be a power of two, got {value}")
@@ -1057,16 +1062,19 @@ def kernel_constants(shape: DecoderShape, memory_tokens: int, config: LaunchConf
     rows, ffn_rows, logit_rows = config.tiles
     H, F = shape.heads, shape.ffn
     DH = D // H
+
+    def chunk(k: int, tile_rows: int) -> int:
+        return _k_chunk(k, tile_rows, config.dot_chunk)
+
     return dict(
         pack_layout(shape), L=shape.layers, D=D, H=H, F=F, V=shape.vocab, BINS=shape.bins, ROWS=rows, FROWS=ffn_rows,
         LROWS=logit_rows, SCR_ROWS=max(config.tiles), QMAX=QMAX,
         MC=min(triton.next_power_of_2(M), 8192 // DH),
         FC=config.ffn_chunk, HC=config.hidden_chunk, VC=config.vocab_chunk,
         NPART=workspace.n_parts, NVC_P2=triton.next_power_of_2(workspace.n_vocab_chunks),
-        KC_HEAD=_k_chunk(D, DH, rows), KC_OUT=_k_chunk(DH, D, rows), KC_FFN1=_k_chunk(D, config.ffn_chunk, ffn_rows),
-        KC_FFN2=_k_chunk(config.ffn_chunk, D, ffn_rows), KC_V0=_k_chunk(D, config.hidden_chunk, rows),
-        KC_V1=_k_chunk(config.hidden_chunk, D, rows), KC_V2=_k_chunk(D, config.vocab_chunk, logit_rows),
-        KC_KEYT=_k_chunk(DH, D, rows), MCH=config.memory_chunk,
+        KC_HEAD=chunk(D, rows), KC_OUT=chunk(DH, rows), KC_FFN1=chunk(D, ffn_rows),
+        KC_FFN2=chunk(config.ffn_chunk, ffn_rows), KC_V0=chunk(D, rows), KC_V1=chunk(config.hidden_chunk, rows),
+        KC_V2=chunk(D, logit_rows), KC_KEYT=chunk(DH, rows), MCH=config.memory_chunk,
         CROSS_ABSORBED=config.cross == "absorbed",
     )
 

@@ -309,6 +309,8 @@ def test_launch_config_is_checked():
         kernels.LaunchConfig(rows=1, programs=1, cross="projected")
     with pytest.raises(ValueError, match="logit_rows must be a power of two"):
         kernels.LaunchConfig(rows=1, programs=1, logit_rows=6)
+    with pytest.raises(ValueError, match="dot_chunk must be a power of two"):
+        kernels.LaunchConfig(rows=1, programs=1, dot_chunk=48)
 
 
 def test_default_launch_configs_are_launchable():
