@@ -54,23 +54,32 @@ timeout "${BENCH_LIMIT:-240}" python3 -m pytest -q -s -p no:cacheprovider benchm
     ${BENCH:+-k "$BENCH"} --benchmark-json="$OUT/decode_pytest_benchmark.json" --benchmark-columns=median,iqr,rounds \
     2>&1 | tee "$OUT/decode_bench.log" | grep -E "^\||passed|failed|Error" | tail -40
 
-# Where a B = 1 decode's time goes: Nsight Compute on the first step's phases (one launch per phase).
+# Where a decode's time goes: Nsight Compute on the first step's phases (one launch per phase) at NCU_BATCHES
+# (default 1 and 64): per-phase timing sections, then warp-stall sampling by instruction
+# (benchmarks/ncu_stall_summary.py).
 if [ "${NCU:-1}" = 1 ] && command -v ncu >/dev/null; then
     cat > "$SMOKE.ncu.py" <<'EOF'
-import torch
+import sys, torch
 from benchmarks.test_bench_decode import make_step
 from tests.test_decode_triton import make_parts
+batch = int(sys.argv[1])
 parts = make_parts("B256", 0, "cuda")
-memory = torch.randn(1, parts.memory_tokens, 256, device="cuda")
-step, _ = make_step("triton-phases", parts, memory, parts.prefix(1, "cuda"))
+memory = torch.randn(batch, parts.memory_tokens, 256, device="cuda")
+step, _ = make_step("triton-phases", parts, memory, parts.prefix(batch, "cuda"))
 for _ in range(2):
     step()
 torch.cuda.synchronize()
 EOF
-    # 33 phase launches per decode (the memory projection is its own kernel, not _decode_kernel): skip the first
-    # decode, profile the second one's step 0.
-    timeout "${NCU_LIMIT:-120}" ncu --kernel-name _decode_kernel --launch-skip 33 --launch-count 8 \
-        --section SpeedOfLight --section WarpStateStats --section SchedulerStats python3 "$SMOKE.ncu.py" \
-        > "$OUT/decode_ncu.log" 2>&1
-    grep -E "Duration|Memory Throughput|stalled|Warp Cycles Per Issued|No Eligible" "$OUT/decode_ncu.log" | head -60
+    for batch in ${NCU_BATCHES:-1 64}; do
+        # 33 phase launches per decode (the memory projection is its own kernel, not _decode_kernel): skip the
+        # first decode, profile the second one's step 0.
+        timeout "${NCU_LIMIT:-120}" ncu --kernel-name _decode_kernel --launch-skip 33 --launch-count 8 \
+            --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section SourceCounters \
+            --import-source no -o "$SMOKE.b$batch" python3 "$SMOKE.ncu.py" "$batch" > "$OUT/decode_ncu_b$batch.log" 2>&1
+        ncu -i "$SMOKE.b$batch.ncu-rep" --page details >> "$OUT/decode_ncu_b$batch.log" 2>&1
+        ncu -i "$SMOKE.b$batch.ncu-rep" --page source --csv --print-source sass > "$SMOKE.b$batch.csv" 2>&1 &&
+            python3 benchmarks/ncu_stall_summary.py "$SMOKE.b$batch.csv" > "$OUT/decode_stalls_b$batch.txt"
+        grep -E "Duration|Memory Throughput|stalled|Warp Cycles Per Issued|No Eligible" "$OUT/decode_ncu_b$batch.log" \
+            | head -30
+    done
 fi

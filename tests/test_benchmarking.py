@@ -18,7 +18,8 @@ from actrack_fast.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import fps_table  # noqa: E402  (a script in benchmarks/, not a package module)
+import fps_table  # noqa: E402  (scripts in benchmarks/, not package modules)
+import ncu_stall_summary  # noqa: E402
 
 TABLE_ROW = re.compile(r"^\| (?P<component>[^|]+) \| (?P<backend>[\w-]+) \| (?P<batch>\d+) \| (?P<dtype>\w+) \| "
                        r"(?P<median>[\d.]+) \((?P<p10>[\d.]+)-(?P<p90>[\d.]+)\) \| (?P<fps>[\d,.]+) \| "
@@ -214,3 +215,24 @@ def test_every_component_on_cuda(backend_name):
     for row in rows:
         assert row["graph"] == (backend_name != "reference-eager-fp32")
         assert math.isfinite(row["median_ms"]) and row["median_ms"] > 0
+
+
+def test_ncu_stall_summary_ranks_instructions_per_kernel():
+    """The Nsight Compute source-page summary splits the CSV per kernel instance and ranks by stall samples."""
+    header = ('"Address","Source","Warp Stall Sampling (All Samples)","stall_long_sb","stall_long_sb (Not Issued)",'
+              '"L2 Theoretical Sectors Global Excessive"')
+    text = "\n".join([
+        '"Kernel Name","_decode_kernel",', header,
+        '"0x10","LDG.E R1, [R2]","3","0","0","96"', '"0x20","FMUL R3, R1, R4","40","38","30","0"',
+        '"Kernel Name","_decode_kernel",', header,
+        '"0x10","LDG.E.128 R4, [R2]","1","0","0","0"', '"0x20","FADD R3, R1, R4","9","9","9","0"',
+    ])
+    tables = ncu_stall_summary.kernel_tables(text)
+    assert len(tables) == 2
+    first = ncu_stall_summary.summarise(tables[0], top=5)
+    assert first[0] == "2 instructions, 43 stall samples"
+    ranked = [line for line in first if "%" in line]
+    assert "FMUL" in ranked[0] and "long_sb 38" in ranked[0] and "93.0%" in ranked[0]
+    assert any("L2 Theoretical Sectors Global Excessive" in line for line in first)
+    assert not any("Excessive" in line for line in ncu_stall_summary.summarise(tables[1], top=5))
+    assert ncu_stall_summary.listing(tables[1])[1].split()[1] == "9"
