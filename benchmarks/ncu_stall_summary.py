@@ -49,11 +49,13 @@ def summarise(rows: list[list[str]], top: int) -> list[str]:
     for column, name in enumerate(head):
         if "Excessive" in name and sum(number(r[column]) for r in body):
             out.append(f"  most {name}:")
-            out += [f"    {number(r[column]):9.0f}  {r[source]}" for r in sorted(body, key=lambda r: -number(r[column]))[:8]]
+            worst = sorted(body, key=lambda r: -number(r[column]))[:8]
+            out += [f"    {number(r[column]):9.0f}  {r[source]}" for r in worst]
     out.append("  most stall samples:")
     for r in sorted(body, key=lambda r: -number(r[samples]))[:top]:
         why = ", ".join(f"{head[i][6:]} {r[i]}" for i in reasons if number(r[i]))
-        out.append(f"    {number(r[samples]):6.0f} {100 * number(r[samples]) / max(total, 1):5.1f}%  {r[source][:60]:60s} {why}")
+        share = 100 * number(r[samples]) / max(total, 1)
+        out.append(f"    {number(r[samples]):6.0f} {share:5.1f}%  {r[source][:60]:60s} {why}")
     return out
 
 
@@ -73,12 +75,12 @@ def main() -> None:
     args = parser.parse_args()
     with open(args.csv) as handle:
         tables = kernel_tables(handle.read())
-    for number_, rows in enumerate(tables):
-        print(f"=== kernel instance {number_}: " + "\n".join(summarise(rows, args.top)))
+    for index, rows in enumerate(tables):
+        print(f"=== kernel instance {index}: " + "\n".join(summarise(rows, args.top)))
     if args.listing:
         with open(args.listing, "w") as handle:
-            for number_, rows in enumerate(tables):
-                handle.write(f"=== kernel instance {number_}\n" + "\n".join(listing(rows)) + "\n")
+            for index, rows in enumerate(tables):
+                handle.write(f"=== kernel instance {index}\n" + "\n".join(listing(rows)) + "\n")
 
 
 if __name__ == "__main__":
