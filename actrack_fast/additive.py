@@ -8,7 +8,6 @@ Linear, so a fresh additive net leaves the frozen model's computation exactly un
 """
 from __future__ import annotations
 
-import importlib.util
 from typing import Optional
 
 import torch
@@ -96,13 +95,10 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
 
 
-_HAS_TRITON = importlib.util.find_spec("triton") is not None
-
-
 def _triton_inference(stage: ConvBNReLU, x: torch.Tensor) -> bool:
     """Whether inference on x takes the fast path with Triton kernels: ``stage`` runs backend ``conv_relu`` =
     ``cuda`` on x (eval mode, no autograd) and Triton is installed."""
-    return stage.inference_backend(x) == "cuda" and _HAS_TRITON
+    return stage.inference_backend(x) == "cuda" and backends.triton_installed()
 
 
 def _layer_norm_dtype(x: torch.Tensor) -> torch.dtype:

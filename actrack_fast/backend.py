@@ -17,6 +17,7 @@ get it; ``auto`` silently falls back.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import threading
@@ -135,8 +136,14 @@ def _check_name(value: str, allowed: tuple[str, ...], what: str) -> None:
         raise ValueError(f"unknown {what} {value!r}; expected one of {list(allowed)}")
 
 
+@functools.lru_cache(maxsize=None)
+def triton_installed() -> bool:
+    """Whether the ``triton`` package can be imported (checked once, without importing it)."""
+    return importlib.util.find_spec("triton") is not None
+
+
 def _triton_on_cuda(device: torch.device) -> bool:
-    return device.type == "cuda" and torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
+    return device.type == "cuda" and torch.cuda.is_available() and triton_installed()
 
 
 # Measured on the H100 (benchmarks/NOTES.md, encoder section, versions 3-5): for inference in 16 bits the fast

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import importlib.util
 import platform
 import time
 from dataclasses import dataclass
@@ -354,7 +353,7 @@ def _check_available(spec: CaseSpec) -> dict[str, str]:
         if spec.component not in ("encoder", "step"):
             raise Unavailable(f"backend 'compile' compiles only the encoder blocks: for the {spec.component} it is "
                               "'reference-bf16-graph'")
-        if importlib.util.find_spec("triton") is None:
+        if not backend.triton_installed():
             raise Unavailable("torch.compile on CUDA needs the triton package")
     used = COMPONENT_OPS[spec.component]
     if spec.backend == FAST_BACKEND and all(ops[op] == backend.REFERENCE for op in used):
@@ -452,7 +451,7 @@ def _cpu_timer(call: Callable[[], object]) -> float:
 def environment(device: torch.device) -> dict:
     """Device name and software versions, as stored in every row."""
     triton_version = None
-    if importlib.util.find_spec("triton") is not None:
+    if backend.triton_installed():
         import triton
 
         triton_version = triton.__version__

@@ -15,7 +15,6 @@ when asked for explicitly, never picked by ``auto``.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import threading
 import weakref
@@ -32,13 +31,9 @@ from .validation import check_tensor
 MAX_PROMPT_TOKENS = 4
 
 
-def _triton_importable() -> bool:
-    return importlib.util.find_spec("triton") is not None
-
-
 def is_available(device: torch.device) -> bool:
     """A CUDA device with Triton, or the CPU under Triton's interpreter."""
-    if not _triton_importable():
+    if not backend.triton_installed():
         return False
     if device.type == "cuda":
         return torch.cuda.is_available()

@@ -2,9 +2,9 @@
 
 Reads q, k and v straight out of the fused qkv projection (B*N, 3*C) and writes the heads merged,
 (B*N, C), as ``proj`` consumes them: the reference's permute and reshape copies disappear. Optionally only a
-frame's first ``queries`` tokens attend (over all N keys): the encoder's last block, whose other rows nobody reads. The softmax
-is online (running max and sum in fp32, base-2 exponentials with the scale folded in), so the N x N scores
-never reach memory.
+frame's first ``queries`` tokens attend (over all N keys): the encoder's last block, whose other rows nobody
+reads. The softmax is online (running max and sum in fp32, base-2 exponentials with the scale folded in), so
+the N x N scores never reach memory.
 """
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 ``add_layernorm`` computes s = x + residual + residual_bias + pending_bias (the last one a bias that the GEMM
 before left out so that it could accumulate into the stream, or a table with a row per token of a frame: the
-position embedding), writes the stream s and LN(s); ``layernorm`` writes only LN(x + pending_bias). One read of each input and one write of each output per element; fp32 statistics.
+position embedding), writes the stream s and LN(s); ``layernorm`` writes only LN(x + pending_bias). One read of
+each input and one write of each output per element; fp32 statistics.
 Each program holds whole rows in registers (BLOCK_D = next power of two of the width), so the mean and
 variance are exact two-pass ones without a second trip to memory.
 
@@ -43,8 +44,8 @@ def _normalized(x, cols, col_ok, D, w_ptr, b_ptr, eps):
 @triton.autotune(configs=_CONFIGS, key=["M", "D", "HAS_RESIDUAL", "STORE_STREAM"], do_bench=quick_bench)
 @triton.jit
 def _layernorm_kernel(x_ptr, residual_ptr, residual_stride, residual_bias_ptr, pending_bias_ptr, pending_period,
-                      w_ptr, b_ptr, stream_ptr, y_ptr, M, D, eps, HAS_RESIDUAL: tl.constexpr, HAS_RESIDUAL_BIAS: tl.constexpr,
-                      HAS_PENDING_BIAS: tl.constexpr, STORE_STREAM: tl.constexpr, BLOCK_D: tl.constexpr,
+                      w_ptr, b_ptr, stream_ptr, y_ptr, M, D, eps, HAS_RESIDUAL: tl.constexpr,
+                      HAS_RESIDUAL_BIAS: tl.constexpr, HAS_PENDING_BIAS: tl.constexpr, STORE_STREAM: tl.constexpr, BLOCK_D: tl.constexpr,
                       BLOCK_M: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_D)

@@ -3,9 +3,10 @@ patches, one row per patch, in one launch.
 
 Two strided copies (one per crop kind, ``PatchEmbed.patches``) took 2 x 72 us for 64 B256 frames in bf16 on the
 H100, against ~50 us for one pass over the 75 MB read and written; this kernel takes 55 us (2.7 TB/s;
-benchmarks/results/step_kernels_v9_h100.txt and _v10_h100.txt). Each program copies one channel of a block of patches of one crop kind as a
-[patches, p, p] tile: a patch row's p pixels are contiguous in the crop where its x stride is 1 (32 bytes in bf16:
-vector loads), and a patch's p * p values of one channel are contiguous in the output.
+benchmarks/results/step_kernels_v9_h100.txt and _v10_h100.txt). Each program copies one channel of a block of
+patches of one crop kind as a [patches, p, p] tile: a patch row's p pixels are contiguous in the crop where its
+x stride is 1 (32 bytes in bf16: vector loads), and a patch's p * p values of one channel are contiguous in the
+output.
 """
 from __future__ import annotations
 
