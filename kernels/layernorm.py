@@ -45,8 +45,8 @@ def _normalized(x, cols, col_ok, D, w_ptr, b_ptr, eps):
 @triton.jit
 def _layernorm_kernel(x_ptr, residual_ptr, residual_stride, residual_bias_ptr, pending_bias_ptr, pending_period,
                       w_ptr, b_ptr, stream_ptr, y_ptr, M, D, eps, HAS_RESIDUAL: tl.constexpr,
-                      HAS_RESIDUAL_BIAS: tl.constexpr, HAS_PENDING_BIAS: tl.constexpr, STORE_STREAM: tl.constexpr, BLOCK_D: tl.constexpr,
-                      BLOCK_M: tl.constexpr):
+                      HAS_RESIDUAL_BIAS: tl.constexpr, HAS_PENDING_BIAS: tl.constexpr, STORE_STREAM: tl.constexpr,
+                      BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_D)
     col_ok = cols < D
