@@ -124,7 +124,7 @@ def _decoder_shape(decoder: SeqTrackDecoder, vocab_embed: nn.Module, bins: int):
 
 def decode(decoder: SeqTrackDecoder, vocab_embed: nn.Module, memory: torch.Tensor, memory_pos: torch.Tensor,
            prefix: torch.Tensor, query_pos: torch.Tensor, bins: int,
-           window: Optional[torch.Tensor] = None, *, persistent: bool = True, cross: Optional[str] = None
+           window: Optional[torch.Tensor] = None, *, persistent: Optional[bool] = None, cross: Optional[str] = None
            ) -> DecodeResult:
     """The Triton decode, arguments and result as :func:`actrack_fast.decoding.decode_cached`.
 
@@ -134,7 +134,8 @@ def decode(decoder: SeqTrackDecoder, vocab_embed: nn.Module, memory: torch.Tenso
         prefix: (B, K + 1) int64 prompt tokens then the start token, K <= 4.
         query_pos: (K + 5, d) query positions (K + 4 rows are used).
         window: (bins,) Hanning window for the centre steps, or None.
-        persistent: one launch for the whole decode (True) or one launch per phase.
+        persistent: one launch for the whole decode (True) or one launch per phase (default: by batch size, see
+            kernels/decode.py).
         cross: ``'cached'`` or ``'absorbed'`` cross-attention (default: by batch size, see kernels/decode.py).
     """
     shape = _decoder_shape(decoder, vocab_embed, bins)

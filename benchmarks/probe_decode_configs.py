@@ -3,7 +3,7 @@
     python benchmarks/probe_decode_configs.py --batches 16 64 --configs "" "dot_chunk=64" "dot_chunk=128,logit_rows=64"
 
 A configuration is a comma-separated list of ``LaunchConfig`` overrides of :func:`kernels.decode.default_launch_config`
-("" = the default). B256 decoder, K = 0, window on, persistent. Every (batch, configuration) kernel is compiled
+("" = the default), and ``persistent=0`` for one launch per phase. B256 decoder, K = 0, window on. Every (batch, configuration) kernel is compiled
 first in parallel worker processes (Triton's on-disk cache then serves the timing run), then timed one after
 another: warm = median of ROUNDS replays of a graph of INNER back-to-back decodes, / INNER (as
 benchmarks/test_bench_decode.py). Prints a markdown table (us; "DIFFER" where a token differs from the reference).
@@ -30,7 +30,7 @@ COMPILE_WORKERS = 8
 
 def parse_overrides(text: str) -> dict:
     """``"dot_chunk=64,cross=absorbed"`` -> {"dot_chunk": 64, "cross": "absorbed"}, names checked."""
-    names = {f.name for f in fields(kernels.LaunchConfig)}
+    names = {f.name for f in fields(kernels.LaunchConfig)} | {"persistent"}
     overrides = {}
     for item in filter(None, text.split(",")):
         name, _, value = item.partition("=")
@@ -48,13 +48,15 @@ def run_case(batch: int, overrides: dict, timed: bool) -> tuple[bool, float, flo
     memory = torch.randn(batch, parts.memory_tokens, 256, device="cuda")
     prefix = parts.prefix(batch, "cuda")
     shape, weights = parts.packed()
-    config = replace(kernels.default_launch_config(batch, prefix.shape[1], memory.device, True), **overrides)
+    overrides = dict(overrides)
+    persistent = bool(overrides.pop("persistent", 1))
+    config = replace(kernels.default_launch_config(batch, prefix.shape[1], memory.device, persistent), **overrides)
     workspace = kernels.DecodeWorkspace(shape, batch, memory.shape[1], prefix.shape[1], config, memory.device)
     embeddings = parts.decoder.embedding.word_embeddings.weight.detach()
 
     def step():
         return kernels.decode(weights, shape, embeddings, parts.query_pos, memory, parts.memory_pos, prefix,
-                              parts.window, workspace=workspace, config=config)
+                              parts.window, persistent=persistent, workspace=workspace, config=config)
 
     tokens, probs = step()
     with torch.no_grad():

@@ -3,9 +3,9 @@
 Decoder shapes B256 (256 memory tokens) and L384 (576), B = 1 and 64 targets (and 8 for B256), K = 0, window on,
 float32.
 Variants: ``recompute`` (SeqTrack's loop, four full decoder passes) and ``cached`` (the KV-cached reference)
-in PyTorch; ``triton`` (the default: one persistent launch, cross-attention form by batch size),
-``triton-other`` (the other cross-attention form), ``triton-phases`` (one launch per phase), ``triton-wN`` (N warps per
-program instead of 8) and ``triton-pN`` (a persistent grid of N programs instead of one per SM).
+in PyTorch; ``triton`` (the default: launch mode and cross-attention form by batch size),
+``triton-other`` (the other cross-attention form), ``triton-persistent`` and ``triton-phases`` (one launch, or one
+launch per phase, whatever the batch), ``triton-wN`` (N warps per program) and ``triton-pN`` (N programs).
 
 Two times per case, each the median over ROUNDS of CUDA-event intervals:
 ``warm_us``: a graph of INNER back-to-back decodes, replayed, divided by INNER (weights and memory stay in
@@ -25,6 +25,7 @@ import os
 import statistics
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import torch
@@ -43,7 +44,7 @@ FLUSH_BYTES = 256 << 20
 RESULTS: list[dict] = []
 
 
-def _triton_step(parts, memory, prefix, cross: str, persistent: bool, **tiling):
+def _triton_step(parts, memory, prefix, cross: str, persistent: Optional[bool], **tiling):
     shape, weights = parts.packed()
     config = kernels.default_launch_config(memory.shape[0], prefix.shape[1], memory.device, persistent)
     config = replace(config, cross=cross, **tiling)
@@ -61,17 +62,19 @@ def make_step(variant: str, parts, memory, prefix):
         fn = decode_recompute if variant == "recompute" else decode_cached
         return (lambda: fn(parts.decoder, parts.vocab_embed, memory, parts.memory_pos, prefix, parts.query_pos,
                            parts.bins, parts.window)), None
-    default = kernels.default_launch_config(memory.shape[0], prefix.shape[1], memory.device, True).cross
+    persistent = {"triton-persistent": True, "triton-phases": False}.get(variant)
+    default = kernels.default_launch_config(memory.shape[0], prefix.shape[1], memory.device, persistent).cross
     other = "cached" if default == "absorbed" else "absorbed"
     cross = other if variant == "triton-other" else default
     tiling = {}
     if variant[:8] in ("triton-p", "triton-w") and variant[8:].isdigit():
         tiling["programs" if variant[7] == "p" else "num_warps"] = int(variant[8:])
-    return _triton_step(parts, memory, prefix, cross, variant != "triton-phases", **tiling)
+    return _triton_step(parts, memory, prefix, cross, persistent, **tiling)
 
 
 CASES = [("B256", batch, variant) for batch in (1, 64)
-         for variant in ("recompute", "cached", "triton", "triton-other", "triton-phases", "triton-w16")]
+         for variant in ("recompute", "cached", "triton", "triton-other", "triton-persistent", "triton-phases",
+                         "triton-w16")]
 CASES += [("B256", 8, variant) for variant in ("cached", "triton", "triton-other")]
 CASES += [("L384", batch, variant) for batch in (1, 64) for variant in ("recompute", "cached", "triton", "triton-other")]
 CASES += [("B256", 1, "triton-p64"), ("B256", 1, "triton-w4")]

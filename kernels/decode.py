@@ -4,7 +4,8 @@ One kernel, ``_decode_kernel``, runs the whole 4-token decode of a batch as a se
 is a set of independent work units spread over the programs, and every phase needs all results of the one
 before it (a full row of the residual stream, for a LayerNorm). ``persistent=True`` runs every phase in
 one launch with a grid-wide barrier between phases (one program per SM, all resident); otherwise each phase
-is its own launch of the same kernel, the launch boundary being the barrier. Phases are numbered from 0
+is its own launch of the kernel compiled for that phase's kind alone, over one program per unit (up to a cap), the
+launch boundary being the barrier. Phases are numbered from 0
 (:func:`phase_count`); per step and layer:
 
 1. self-attention: unit (row tile, head). LayerNorm of the previous layer's residual sum (or the token
@@ -60,10 +61,16 @@ import triton.language as tl
 
 QMAX = 8  # rows per sample in a step (prompt + start, padded) and self-attention cache length (K + 4 <= 8)
 NUM_STEPS = 4  # cx, cy, w, h
+STEPS = tl.constexpr(NUM_STEPS)
 SPIN_LIMIT = tl.constexpr(1 << 20)  # barrier polls (~1 s) before a program flags an error instead of hanging
 DOT_PRECISION = tl.constexpr("tf32x3")  # tl.dot on float32 tiles: see the module docstring
 LN_EPS = tl.constexpr(1e-5)  # nn.LayerNorm default, as in the reference decoder
 CROSS_MODES = ("cached", "absorbed")
+# Phase kinds, as the kernel dispatches on them (their index) and phase_names() names them.
+PHASE_KINDS = ("self", "cross", "cross-query", "cross-scores", "cross-value", "ffn", "vocab-hidden", "vocab-logits",
+               "select")
+KIND_SELF, KIND_CROSS, KIND_CROSS_QUERY, KIND_CROSS_SCORES, KIND_CROSS_VALUE, KIND_FFN, KIND_VOCAB_HIDDEN, \
+    KIND_VOCAB_LOGITS, KIND_SELECT = (tl.constexpr(i) for i in range(len(PHASE_KINDS)))
 
 
 def _interpreting() -> bool:
@@ -261,6 +268,21 @@ def _select_token(stats_ptr, b, valid, NVC, NVC_P2: tl.constexpr):
     token = tl.sum(tl.where(chosen, index, 0.0), axis=1).to(tl.int64)
     prob = tl.max(candidate, axis=1) / tl.where(valid, denominator, 1.0)
     return token, prob
+
+
+@triton.jit
+def _phase_kind(p, L: tl.constexpr, PER_LAYER: tl.constexpr, CROSS_ABSORBED: tl.constexpr):
+    """Index into PHASE_KINDS of phase ``p`` (the order of phase_names())."""
+    PER_STEP: tl.constexpr = PER_LAYER * L + 2
+    k = p % PER_STEP
+    j = k % PER_LAYER
+    kind = j
+    if CROSS_ABSORBED:  # self, cross-query, cross-scores, cross-value
+        kind = tl.where(j == 0, j, j + 1)
+    kind = tl.where(j == PER_LAYER - 1, KIND_FFN, kind)
+    kind = tl.where(k == PER_LAYER * L, KIND_VOCAB_HIDDEN, kind)
+    kind = tl.where(k == PER_LAYER * L + 1, KIND_VOCAB_LOGITS, kind)
+    return tl.where(p == STEPS * PER_STEP, KIND_SELECT, kind)
 
 
 @triton.jit
@@ -700,11 +722,13 @@ def _decode_kernel(
     VC: tl.constexpr, NPART: tl.constexpr, NVC_P2: tl.constexpr,
     KC_HEAD: tl.constexpr, KC_OUT: tl.constexpr, KC_FFN1: tl.constexpr, KC_FFN2: tl.constexpr,
     KC_V0: tl.constexpr, KC_V1: tl.constexpr, KC_V2: tl.constexpr, KC_KEYT: tl.constexpr,
-    MCH: tl.constexpr, CROSS_ABSORBED: tl.constexpr, TIMELINE: tl.constexpr = False,
+    MCH: tl.constexpr, CROSS_ABSORBED: tl.constexpr, KIND: tl.constexpr = -1, TIMELINE: tl.constexpr = False,
 ):
     """Phases [phase_begin, phase_end) of the decode (see the module docstring): per step and layer,
     self-attention, cross-attention (one phase cached; query, scores, value absorbed), feed-forward; then
-    vocabulary hidden and vocabulary logits; the last phase picks the final token. With ``TIMELINE``, each
+    vocabulary hidden and vocabulary logits; the last phase picks the final token. ``KIND`` >= 0 (an index
+    into ``PHASE_KINDS``): every phase of the launch is of that kind, and only its code is compiled, so that
+    the kernel gets that phase's register needs (one launch per phase). With ``TIMELINE``, each
     program records the global timer when it starts a phase and when it reaches the barrier after it, at
     ``timeline_ptr[phase - phase_begin, program, 0 / 1]`` (profiling only)."""
     pid = tl.program_id(0)
@@ -720,54 +744,56 @@ def _decode_kernel(
         part_out = part_ptr + ((p + 1) % 2) * part_size
         if TIMELINE:
             tl.store(timeline_ptr + ((p - phase_begin) * nprog + pid) * 2, _global_time())
-        if p == 4 * PER_STEP:  # after the 4 steps
-            _final_select_phase(pid, nprog, B, stats_ptr, NVC, tokens_ptr, probs_ptr, NVC_P2, ROWS)
+        if KIND >= 0:
+            kind = KIND  # this launch runs phases of one kind only: the other kinds' code is not compiled
         else:
-            s = p // PER_STEP
-            k = p % PER_STEP
-            if k < PER_LAYER * L:
-                layer = k // PER_LAYER
-                kind = k % PER_LAYER
-                lw_ptr = w_ptr + layer * LAYER_SIZE
-                if kind == 0:
-                    _self_attention_phase(pid, nprog, s, layer, B, NPRE, prefix_ptr, emb_ptr, qpos_ptr, stats_ptr,
-                                          NVC, tokens_ptr, probs_ptr, lw_ptr, lw_ptr - LAYER_SIZE, gw_ptr, act_ptr,
-                                          part_in, part_out, kv_self_ptr, scr_ptr, LO_SELF_W, LO_SELF_B,
-                                          LO_SELF_OUT_W, LO_LIN2_B, LO_NORM3_W, GO_EMB_NORM_W, L, D, H, F, FC,
-                                          NPART, NVC_P2, ROWS, QMAX, KC_HEAD, KC_OUT)
-                elif kind == PER_LAYER - 1:
-                    _feed_forward_phase(pid, nprog, s, B, NPRE, lw_ptr, act_ptr, part_in, part_out, scr_ptr,
-                                        LO_CROSS_OUT_B, LO_LIN1_W, LO_LIN1_B, LO_LIN2_W, LO_NORM2_W, D, H, F, FC,
-                                        NPART, FROWS, QMAX, KC_FFN1, KC_FFN2)
-                elif CROSS_ABSORBED:
-                    if kind == 1:
-                        _cross_query_absorbed_phase(pid, nprog, s, B, NPRE, qpos_ptr, lw_ptr,
-                                                    gw_ptr + GO_CROSS_KV_W + layer * D * D, act_ptr, part_in,
-                                                    qt_ptr, scr_ptr, LO_SELF_OUT_B, LO_CROSS_W, LO_CROSS_B,
-                                                    LO_NORM1_W, D, H, NPART, ROWS, QMAX, KC_HEAD, KC_KEYT)
-                    elif kind == 2:
-                        _cross_scores_absorbed_phase(pid, nprog, s, B, M, NPRE, mem_ptr, mpos_ptr, mpos_bstride,
-                                                     qt_ptr, ctx_ptr, cstats_ptr, D, H, QMAX, MCH)
-                    else:
-                        _cross_value_absorbed_phase(pid, nprog, s, B, M, NPRE, lw_ptr,
-                                                    gw_ptr + GO_CROSS_KV_W + (L + layer) * D * D,
-                                                    gw_ptr + GO_CROSS_KV_B + (L + layer) * D, part_out, ctx_ptr,
-                                                    cstats_ptr, scr_ptr, LO_CROSS_OUT_W, D, H, NPART, ROWS, QMAX,
-                                                    MCH, KC_HEAD, KC_OUT)
-                else:
-                    _cross_attention_cached_phase(pid, nprog, s, layer, B, M, NPRE, qpos_ptr, lw_ptr, act_ptr,
-                                                  part_in, part_out, kv_cross_ptr, scr_ptr, LO_SELF_OUT_B,
-                                                  LO_CROSS_W, LO_CROSS_B, LO_CROSS_OUT_W, LO_NORM1_W, L, D, H,
-                                                  NPART, ROWS, QMAX, MC, KC_HEAD, KC_OUT)
-            elif k == PER_LAYER * L:
-                _vocab_hidden_phase(pid, nprog, s, B, NPRE, w_ptr + (L - 1) * LAYER_SIZE, gw_ptr, act_ptr,
-                                    part_in, part_out, scr_ptr, LO_LIN2_B, LO_NORM3_W, GO_FINAL_NORM_W,
-                                    GO_VOCAB0_W, GO_VOCAB0_B, GO_VOCAB1_W, D, F, FC, HC, NPART, ROWS, QMAX,
-                                    KC_V0, KC_V1)
-            else:
-                _vocab_logits_phase(pid, nprog, s, B, NPRE, gw_ptr, window_ptr, use_window, store_logits,
-                                    logits_ptr, part_in, stats_ptr, NVC, scr_ptr, GO_VOCAB1_B, GO_VOCAB2_W,
-                                    GO_VOCAB2_B, D, V, BINS, HC, VC, NPART, NVC_P2, LROWS, QMAX, KC_V2)
+            kind = _phase_kind(p, L, PER_LAYER, CROSS_ABSORBED)
+        s = p // PER_STEP
+        layer = p % PER_STEP // PER_LAYER
+        lw_ptr = w_ptr + layer * LAYER_SIZE
+        if kind == KIND_SELF:
+            _self_attention_phase(pid, nprog, s, layer, B, NPRE, prefix_ptr, emb_ptr, qpos_ptr, stats_ptr, NVC,
+                                  tokens_ptr, probs_ptr, lw_ptr, lw_ptr - LAYER_SIZE, gw_ptr, act_ptr, part_in,
+                                  part_out, kv_self_ptr, scr_ptr, LO_SELF_W, LO_SELF_B, LO_SELF_OUT_W, LO_LIN2_B,
+                                  LO_NORM3_W, GO_EMB_NORM_W, L, D, H, F, FC, NPART, NVC_P2, ROWS, QMAX, KC_HEAD,
+                                  KC_OUT)
+        elif kind == KIND_CROSS:
+            if not CROSS_ABSORBED:
+                _cross_attention_cached_phase(pid, nprog, s, layer, B, M, NPRE, qpos_ptr, lw_ptr, act_ptr, part_in,
+                                              part_out, kv_cross_ptr, scr_ptr, LO_SELF_OUT_B, LO_CROSS_W,
+                                              LO_CROSS_B, LO_CROSS_OUT_W, LO_NORM1_W, L, D, H, NPART, ROWS, QMAX,
+                                              MC, KC_HEAD, KC_OUT)
+        elif kind == KIND_CROSS_QUERY:
+            if CROSS_ABSORBED:
+                _cross_query_absorbed_phase(pid, nprog, s, B, NPRE, qpos_ptr, lw_ptr,
+                                            gw_ptr + GO_CROSS_KV_W + layer * D * D, act_ptr, part_in, qt_ptr,
+                                            scr_ptr, LO_SELF_OUT_B, LO_CROSS_W, LO_CROSS_B, LO_NORM1_W, D, H,
+                                            NPART, ROWS, QMAX, KC_HEAD, KC_KEYT)
+        elif kind == KIND_CROSS_SCORES:
+            if CROSS_ABSORBED:
+                _cross_scores_absorbed_phase(pid, nprog, s, B, M, NPRE, mem_ptr, mpos_ptr, mpos_bstride, qt_ptr,
+                                             ctx_ptr, cstats_ptr, D, H, QMAX, MCH)
+        elif kind == KIND_CROSS_VALUE:
+            if CROSS_ABSORBED:
+                _cross_value_absorbed_phase(pid, nprog, s, B, M, NPRE, lw_ptr,
+                                            gw_ptr + GO_CROSS_KV_W + (L + layer) * D * D,
+                                            gw_ptr + GO_CROSS_KV_B + (L + layer) * D, part_out, ctx_ptr,
+                                            cstats_ptr, scr_ptr, LO_CROSS_OUT_W, D, H, NPART, ROWS, QMAX, MCH,
+                                            KC_HEAD, KC_OUT)
+        elif kind == KIND_FFN:
+            _feed_forward_phase(pid, nprog, s, B, NPRE, lw_ptr, act_ptr, part_in, part_out, scr_ptr,
+                                LO_CROSS_OUT_B, LO_LIN1_W, LO_LIN1_B, LO_LIN2_W, LO_NORM2_W, D, H, F, FC, NPART,
+                                FROWS, QMAX, KC_FFN1, KC_FFN2)
+        elif kind == KIND_VOCAB_HIDDEN:
+            _vocab_hidden_phase(pid, nprog, s, B, NPRE, w_ptr + (L - 1) * LAYER_SIZE, gw_ptr, act_ptr, part_in,
+                                part_out, scr_ptr, LO_LIN2_B, LO_NORM3_W, GO_FINAL_NORM_W, GO_VOCAB0_W,
+                                GO_VOCAB0_B, GO_VOCAB1_W, D, F, FC, HC, NPART, ROWS, QMAX, KC_V0, KC_V1)
+        elif kind == KIND_VOCAB_LOGITS:
+            _vocab_logits_phase(pid, nprog, s, B, NPRE, gw_ptr, window_ptr, use_window, store_logits, logits_ptr,
+                                part_in, stats_ptr, NVC, scr_ptr, GO_VOCAB1_B, GO_VOCAB2_W, GO_VOCAB2_B, D, V,
+                                BINS, HC, VC, NPART, NVC_P2, LROWS, QMAX, KC_V2)
+        else:
+            _final_select_phase(pid, nprog, B, stats_ptr, NVC, tokens_ptr, probs_ptr, NVC_P2, ROWS)
         if TIMELINE:
             tl.store(timeline_ptr + ((p - phase_begin) * nprog + pid) * 2 + 1, _global_time())
         if p + 1 < phase_end:
@@ -926,26 +952,50 @@ GEMV_MAX_BATCH = 64
 CHUNK_UNIT_ROWS = ((1, (None, None)), (8, (1, 8)), (16, (4, 16)), (32, (8, 16)), (GEMV_MAX_BATCH, (16, 32)))
 
 
-def default_launch_config(batch: int, prefix_len: int, device: torch.device, persistent: bool) -> LaunchConfig:
-    """The launch :func:`decode` uses unless given one: one program per SM; up to ``GEMV_MAX_BATCH`` samples one
-    sample per attention unit (all its prefix rows with prompt tokens: a tile holds a sample's rows), feed-forward
-    and logits units from ``CHUNK_UNIT_ROWS``, and cached cross-attention; above it 16-row tiles and absorbed
-    cross-attention. Small chunks spread a GEMV's weights over many SMs; tl.dot tiles take larger ones so that a
-    unit re-reads fewer partial sums."""
+# From this batch a decode launches each phase on its own by default (every phase kind's kernel compiled alone,
+# PHASE_WARPS warps, PHASE_PROGRAMS_PER_SM programs per SM), with the absorbed cross-attention. H100, B256 decoder,
+# K = 0, warm (benchmarks/NOTES.md, decode version 8), against one persistent launch: B = 32 592.9 -> 520.3 us,
+# B = 64 919.6 -> 722.4, B = 128 1687 -> 1295; at B = 16 the persistent launch stays faster (313.7 against 348.1).
+# Below it, a phase launch keeps 8 warps and the cached form (B = 1 169.0 us, B = 8 239.9).
+PHASE_LAUNCH_FROM_BATCH = 32
+PHASE_WARPS = 4
+PHASE_PROGRAMS_PER_SM = 2
+
+
+def default_persistent(batch: int) -> bool:
+    """Whether :func:`decode` runs as one persistent launch (True) or one launch per phase, unless told."""
+    return batch < PHASE_LAUNCH_FROM_BATCH
+
+
+def default_launch_config(batch: int, prefix_len: int, device: torch.device,
+                          persistent: Optional[bool] = None) -> LaunchConfig:
+    """The launch :func:`decode` uses unless given one (``persistent`` None: :func:`default_persistent`). A
+    persistent launch: one program per SM, 8 warps, cached cross-attention up to ``GEMV_MAX_BATCH`` samples
+    and absorbed above; one launch per phase: ``PHASE_PROGRAMS_PER_SM`` programs per SM, and from
+    ``PHASE_LAUNCH_FROM_BATCH`` samples ``PHASE_WARPS`` warps and the absorbed form. Up to ``GEMV_MAX_BATCH``
+    samples one sample per attention unit (all its prefix rows with prompt tokens: a tile holds a sample's rows)
+    and feed-forward and logits units from ``CHUNK_UNIT_ROWS``; above it 16-row tiles. Small chunks spread a
+    GEMV's weights over many SMs; tl.dot tiles take larger ones so that a unit re-reads fewer partial sums."""
+    if persistent is None:
+        persistent = default_persistent(batch)
     small = batch <= GEMV_MAX_BATCH
+    phase_batch = not persistent and batch >= PHASE_LAUNCH_FROM_BATCH
     rows = 1 if small else 16
     if prefix_len > 1:
         rows = max(rows, QMAX)
     if device.type == "cuda":
         programs = torch.cuda.get_device_properties(device).multi_processor_count
+        if not persistent:
+            programs *= PHASE_PROGRAMS_PER_SM
     else:
         programs = 1 if persistent else 4
     chunk = 64 if rows >= 16 else 32
     ffn_rows, logit_rows = next((tiles for most, tiles in CHUNK_UNIT_ROWS if batch <= most), (None, None))
     if prefix_len > 1 and ffn_rows is not None:
         ffn_rows = max(ffn_rows, QMAX)
-    return LaunchConfig(rows=rows, programs=programs, cross="cached" if small else "absorbed", ffn_chunk=chunk,
-                        hidden_chunk=chunk, vocab_chunk=chunk, ffn_rows=ffn_rows, logit_rows=logit_rows)
+    return LaunchConfig(rows=rows, programs=programs, cross="cached" if small and not phase_batch else "absorbed",
+                        ffn_chunk=chunk, hidden_chunk=chunk, vocab_chunk=chunk,
+                        num_warps=PHASE_WARPS if phase_batch else 8, ffn_rows=ffn_rows, logit_rows=logit_rows)
 
 
 class DecodeWorkspace:
@@ -994,6 +1044,24 @@ def phase_names(shape: DecoderShape, cross: str) -> dict[int, str]:
     if cross == "cached":
         names[-1] = "project-memory"
     return names
+
+
+def phase_units(kind: str, step: int, batch: int, prefix_len: int, shape: DecoderShape, config: LaunchConfig,
+                workspace: DecodeWorkspace) -> int:
+    """Work units of a phase of ``kind`` (one of PHASE_KINDS) in ``step``: its phase function's loop bound."""
+    rows, ffn_rows, logit_rows = config.tiles
+    rows_per_sample = QMAX if step == 0 and prefix_len > 1 else 1  # the whole prompt at step 0
+
+    def tiles(tile_rows: int) -> int:
+        return triton.cdiv(batch, tile_rows // rows_per_sample)
+
+    if kind in ("self", "cross", "cross-query", "cross-value"):
+        return tiles(rows) * shape.heads
+    return {"cross-scores": batch * workspace.n_memory_chunks,
+            "ffn": tiles(ffn_rows) * (shape.ffn // config.ffn_chunk),
+            "vocab-hidden": triton.cdiv(batch, rows) * (shape.dim // config.hidden_chunk),
+            "vocab-logits": triton.cdiv(batch, logit_rows) * workspace.n_vocab_chunks,
+            "select": triton.cdiv(batch, rows)}[kind]
 
 
 # Memory projection tiles (memory rows, output columns, reduction chunk, warps, pipeline stages), the smaller
@@ -1081,7 +1149,7 @@ def kernel_constants(shape: DecoderShape, memory_tokens: int, config: LaunchConf
 
 def decode(weights: torch.Tensor, shape: DecoderShape, word_embeddings: torch.Tensor, query_pos: torch.Tensor,
            memory: torch.Tensor, memory_pos: torch.Tensor, prefix: torch.Tensor, window: Optional[torch.Tensor],
-           *, persistent: bool = True, return_logits: bool = False, workspace: Optional[DecodeWorkspace] = None,
+           *, persistent: Optional[bool] = None, return_logits: bool = False, workspace: Optional[DecodeWorkspace] = None,
            config: Optional[LaunchConfig] = None, before_phase: Optional[Callable[[int], None]] = None,
            timeline: Optional[torch.Tensor] = None):
     """Launch the decode. Inputs are assumed validated (see ``actrack_fast.fast_decoder``):
@@ -1091,6 +1159,7 @@ def decode(weights: torch.Tensor, shape: DecoderShape, word_embeddings: torch.Te
     window (bins,) float32 or None.
     Returns tokens (B, 4) int64, probs (B, 4) float32 and, with ``return_logits``, logits (B, 4, vocab).
     Launches only: no host synchronisation, so it can be captured in a CUDA graph once warm.
+    ``persistent``: one launch for the whole decode (True) or one per phase (default: :func:`default_persistent`).
     ``before_phase(phase)`` (one launch per phase only) runs before each launch, e.g. to record an event, and
     with cached cross-attention ``before_phase(-1)`` before the memory projection's GEMMs.
     ``timeline`` (persistent only; profiling): an int64 (phases, programs, 2) tensor that receives each
@@ -1099,6 +1168,8 @@ def decode(weights: torch.Tensor, shape: DecoderShape, word_embeddings: torch.Te
     B, M, D = memory.shape
     prefix_len = prefix.shape[1]
     device = memory.device
+    if persistent is None:
+        persistent = default_persistent(B)
     if config is None:
         config = default_launch_config(B, prefix_len, device, persistent)
     if prefix_len > 1 and min(config.tiles[:2]) < QMAX:
@@ -1135,8 +1206,12 @@ def decode(weights: torch.Tensor, shape: DecoderShape, word_embeddings: torch.Te
     if persistent:
         _decode_kernel[grid](*args, 0, phases, num_warps=config.num_warps, **constants)
     else:
+        names = phase_names(shape, config.cross)
         for phase in range(phases):
             if before_phase is not None:
                 before_phase(phase)
-            _decode_kernel[grid](*args, phase, phase + 1, num_warps=config.num_warps, **constants)
+            units = phase_units(names[phase], phase // ((phases - 1) // NUM_STEPS), B, prefix_len, shape, config,
+                                workspace)
+            _decode_kernel[(min(config.programs, units),)](*args, phase, phase + 1, num_warps=config.num_warps,
+                                                           KIND=PHASE_KINDS.index(names[phase]), **constants)
     return (tokens, probs, logits) if return_logits else (tokens, probs)

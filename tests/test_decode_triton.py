@@ -121,6 +121,9 @@ INTERPRETER_TILING = dict(ffn_chunk=128, hidden_chunk=64, vocab_chunk=512, memor
     ("absorbed", True, 0, True, 1, 1, None),
     ("cached", False, 0, True, 3, 2, (4, None, None)),  # several samples per GEMV tile
     ("cached", False, 0, True, 5, 2, (1, 4, 2)),  # other tiles for the feed-forward and logits units
+    # Each phase's grid sized by kernels.phase_units (fewer units than programs).
+    ("cached", False, 4, True, 2, 4096, None),
+    ("absorbed", False, 0, False, 3, 4096, (1, 2, 2)),
 ])
 @torch.no_grad()
 def test_interpreter_matches_reference(cross, persistent, prompt_tokens, window, batch, programs, tiles):
@@ -315,12 +318,39 @@ def test_launch_config_is_checked():
 
 def test_default_launch_configs_are_launchable():
     """Every default tiling keeps a prompt sample's padded rows in one unit (decode refuses it otherwise) and
-    picks the cross-attention form by batch."""
-    for batch in (1, 2, 7, 8, 9, 16, 33, 64, 65, 256):
+    picks the launch mode, cross-attention form and warps by batch."""
+    for batch in (1, 2, 7, 8, 9, 16, 31, 32, 33, 64, 65, 256):
         for prefix_len in (1, 5):
-            config = kernels.default_launch_config(batch, prefix_len, torch.device("cpu"), False)
-            assert prefix_len == 1 or min(config.tiles[:2]) >= kernels.QMAX
-            assert config.cross == ("cached" if batch <= kernels.GEMV_MAX_BATCH else "absorbed")
+            for persistent in (None, True, False):
+                config = kernels.default_launch_config(batch, prefix_len, torch.device("cpu"), persistent)
+                assert prefix_len == 1 or min(config.tiles[:2]) >= kernels.QMAX
+                if persistent is None:
+                    assert config == kernels.default_launch_config(batch, prefix_len, torch.device("cpu"),
+                                                                   kernels.default_persistent(batch))
+                    continue
+                phase_batch = not persistent and batch >= kernels.PHASE_LAUNCH_FROM_BATCH
+                small = batch <= kernels.GEMV_MAX_BATCH
+                assert config.cross == ("cached" if small and not phase_batch else "absorbed")
+                assert config.num_warps == (kernels.PHASE_WARPS if phase_batch else 8)
+    assert kernels.default_persistent(kernels.PHASE_LAUNCH_FROM_BATCH - 1)
+    assert not kernels.default_persistent(kernels.PHASE_LAUNCH_FROM_BATCH)
+
+
+def test_phase_units_count_the_units_of_each_phase():
+    """Grid of a phase launch (the loops stride over the grid, so a wrong count costs time, not results)."""
+    shape = kernels.DecoderShape(dim=256, heads=8, ffn=1024, layers=2, bins=4000)
+    config = kernels.LaunchConfig(rows=8, programs=264, cross="absorbed", ffn_rows=16, logit_rows=32)
+    workspace = kernels.DecodeWorkspace(shape, 64, 256, 5, config, torch.device("cpu"))
+    units = {(kind, step): kernels.phase_units(kind, step, 64, 5, shape, config, workspace)
+             for kind in kernels.PHASE_KINDS for step in (0, 1)}
+    assert units["self", 0] == 64 * 8  # a prompt sample's 8 padded rows fill a tile: one sample per unit
+    assert units["self", 1] == 64 // 8 * 8  # one row per sample after step 0: 8 samples per unit
+    assert units["cross-value", 1] == units["cross-query", 1] == units["self", 1]
+    assert units["cross-scores", 0] == 64 * 256 // 32  # (sample, 32-token memory chunk)
+    assert units["ffn", 0] == 64 // 2 * 1024 // 32 and units["ffn", 1] == 64 // 16 * 1024 // 32
+    assert units["vocab-hidden", 1] == 64 // 8 * 256 // 32
+    assert units["vocab-logits", 1] == 64 // 32 * -(-4002 // 32)
+    assert units["select", 1] == 64 // 8
 
 
 @pytest.mark.interpreter
@@ -377,10 +407,16 @@ def test_gpu_identical_tokens_on_1000_random_frames(name, prompt_tokens, exact_f
     parts = make_parts(name, prompt_tokens, "cuda")
     memory = torch.randn(1000, parts.memory_tokens, 256, device="cuda")
     prefix = parts.prefix(1000, "cuda")
+    # One persistent launch with either cross-attention form; one launch per phase as the defaults set it up for
+    # 1000 samples (16-row tiles) and for GEMV_MAX_BATCH samples (one sample per attention unit).
+    launches = [(replace(kernels.default_launch_config(1000, prefix.shape[1], memory.device, True), cross=cross), True)
+                for cross in kernels.CROSS_MODES]
+    launches += [(kernels.default_launch_config(batch, prefix.shape[1], memory.device, False), False)
+                 for batch in (1000, kernels.GEMV_MAX_BATCH)]
     for window in (True, False):
-        for cross in kernels.CROSS_MODES:
-            config = replace(kernels.default_launch_config(1000, prefix.shape[1], memory.device, True), cross=cross)
-            tokens, probs, logits, workspace = run_kernel(parts, memory, prefix, window, config, True, poison=True)
+        for config, persistent in launches:
+            tokens, probs, logits, workspace = run_kernel(parts, memory, prefix, window, config, persistent,
+                                                          poison=True)
             assert_matches_reference(parts, memory, prefix, window, tokens, probs, logits)
             assert workspace.sync.tolist() == [0, 0, 0, 0]
 
