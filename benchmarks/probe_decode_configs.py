@@ -3,7 +3,8 @@
     python benchmarks/probe_decode_configs.py --batches 16 64 --configs "" "dot_chunk=64" "dot_chunk=128,logit_rows=64"
 
 A configuration is a comma-separated list of ``LaunchConfig`` overrides of :func:`kernels.decode.default_launch_config`
-("" = the default), and ``persistent=0`` for one launch per phase. B256 decoder, K = 0, window on. Every (batch, configuration) kernel is compiled
+("" = the default), and ``persistent=0`` or ``1`` for one launch per phase or one in all (default: by batch).
+B256 decoder, K = 0, window on. Every (batch, configuration) kernel is compiled
 first in parallel worker processes (Triton's on-disk cache then serves the timing run), then timed one after
 another: warm = median of ROUNDS replays of a graph of INNER back-to-back decodes, / INNER (as
 benchmarks/test_bench_decode.py). Prints a markdown table (us; "DIFFER" where a token differs from the reference).
@@ -49,7 +50,8 @@ def run_case(batch: int, overrides: dict, timed: bool) -> tuple[bool, float, flo
     prefix = parts.prefix(batch, "cuda")
     shape, weights = parts.packed()
     overrides = dict(overrides)
-    persistent = bool(overrides.pop("persistent", 1))
+    persistent = overrides.pop("persistent", None)
+    persistent = None if persistent is None else bool(persistent)
     config = replace(kernels.default_launch_config(batch, prefix.shape[1], memory.device, persistent), **overrides)
     workspace = kernels.DecodeWorkspace(shape, batch, memory.shape[1], prefix.shape[1], config, memory.device)
     embeddings = parts.decoder.embedding.word_embeddings.weight.detach()
