@@ -4,9 +4,8 @@ One kernel, ``_decode_kernel``, runs the whole 4-token decode of a batch as a se
 is a set of independent work units spread over the programs, and every phase needs all results of the one
 before it (a full row of the residual stream, for a LayerNorm). ``persistent=True`` runs every phase in
 one launch with a grid-wide barrier between phases (one program per SM, all resident); otherwise each phase
-is its own launch of the kernel compiled for that phase's kind alone, over one program per unit (up to a cap), the
-launch boundary being the barrier. Phases are numbered from 0
-(:func:`phase_count`); per step and layer:
+is its own launch of the kernel compiled for that phase's kind alone, over one program per unit (up to a cap),
+the launch boundary being the barrier. Phases are numbered from 0 (:func:`phase_count`); per step and layer:
 
 1. self-attention: unit (row tile, head). LayerNorm of the previous layer's residual sum (or the token
    embedding), q/k/v of the head, append k/v to the cache, attend over the cached prefix, and the head's
@@ -1149,9 +1148,9 @@ def kernel_constants(shape: DecoderShape, memory_tokens: int, config: LaunchConf
 
 def decode(weights: torch.Tensor, shape: DecoderShape, word_embeddings: torch.Tensor, query_pos: torch.Tensor,
            memory: torch.Tensor, memory_pos: torch.Tensor, prefix: torch.Tensor, window: Optional[torch.Tensor],
-           *, persistent: Optional[bool] = None, return_logits: bool = False, workspace: Optional[DecodeWorkspace] = None,
-           config: Optional[LaunchConfig] = None, before_phase: Optional[Callable[[int], None]] = None,
-           timeline: Optional[torch.Tensor] = None):
+           *, persistent: Optional[bool] = None, return_logits: bool = False,
+           workspace: Optional[DecodeWorkspace] = None, config: Optional[LaunchConfig] = None,
+           before_phase: Optional[Callable[[int], None]] = None, timeline: Optional[torch.Tensor] = None):
     """Launch the decode. Inputs are assumed validated (see ``actrack_fast.fast_decoder``):
 
     weights: :func:`pack_weights` buffer; word_embeddings (vocab, D); query_pos (>= K + 4, D);
