@@ -1,9 +1,10 @@
 """The decode's memory projection (kernels.decode.project_memory, a 3xTF32 Triton GEMM) per tile configuration,
 against the same keys and values from cuBLAS float32 GEMMs (TF32 off): time in a CUDA graph (median of ROUNDS
-replays) and error against float64. Run on a GPU: ``python benchmarks/probe_memory_projection.py``.
+replays) and error against float64. Run on a GPU: ``python benchmarks/probe_memory_projection.py [batch ...]`` (default 1 8 64).
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -15,7 +16,11 @@ from tests.test_decode_triton import make_parts
 ROUNDS = 50
 TILES = [dict(BM=64, BN=128, BK=32, num_warps=4, num_stages=3), dict(BM=128, BN=128, BK=32, num_warps=8, num_stages=3),
          dict(BM=64, BN=64, BK=32, num_warps=4, num_stages=3), dict(BM=128, BN=64, BK=32, num_warps=4, num_stages=4),
-         dict(BM=32, BN=64, BK=32, num_warps=4, num_stages=2)]
+         dict(BM=32, BN=64, BK=32, num_warps=4, num_stages=2),
+         # Small-batch candidates: more programs and fewer, wider reduction steps.
+         dict(BM=16, BN=64, BK=64, num_warps=4, num_stages=2), dict(BM=16, BN=32, BK=128, num_warps=4, num_stages=2),
+         dict(BM=32, BN=32, BK=64, num_warps=4, num_stages=2), dict(BM=16, BN=64, BK=256, num_warps=4, num_stages=1),
+         dict(BM=32, BN=64, BK=128, num_warps=4, num_stages=2)]
 
 
 @dataclass
@@ -60,13 +65,13 @@ def measure(run, x: Inputs, expected: torch.Tensor) -> str:
     return f"{graph_median_us(run, ROUNDS):.1f} us, rel err {error:.1e}"
 
 
-def main() -> None:
+def main(batches: list[int]) -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     print(torch.cuda.get_device_name(), torch.__version__)
     for name in ("B256", "L384"):
         parts = make_parts(name, 0, "cuda")
         shape, weights = parts.packed()
-        for batch in (1, 8, 64):
+        for batch in batches:
             D, M = shape.dim, parts.memory_tokens
             x = Inputs(weights, shape, torch.randn(batch, M, D, device="cuda"), parts.memory_pos,
                        torch.empty(batch, M, 2, shape.layers, D, device="cuda"))
@@ -78,4 +83,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main([int(arg) for arg in sys.argv[1:]] or [1, 8, 64])
