@@ -8,6 +8,7 @@ boxes only when asked (:meth:`BatchTracker.results`, :meth:`BatchTracker.track`)
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Hashable, Mapping, NamedTuple, Optional, Sequence, Union
 
 import torch
@@ -165,7 +166,13 @@ class BatchTracker:
     def results(self) -> dict[Hashable, TrackResult]:
         """``{target_id: TrackResult(box, confidence)}`` after the last frame, in the order of :attr:`target_ids`
         (one device-to-host copy; the confidence is NaN before a target's first tracked frame)."""
-        host = torch.cat([self._state.boxes, self._state.confidences[:, None]], dim=1).cpu().numpy()
+        state = self._state
+        host = torch.cat([state.boxes, state.confidences[:, None], state.frames[:, None].double()], dim=1).cpu().numpy()
+        broken = [target for target, row in zip(self._ids, host) if row[5] > 0 and not math.isfinite(row[4])]
+        if broken:
+            raise RuntimeError(f"targets {broken} got a non-finite confidence from a tracked frame: the model produced "
+                               "non-finite values, or the decode kernel could not synchronise its programs (another "
+                               "workload held the GPU's SMs); these results are invalid")
         return {target: TrackResult(tuple(row[:4].tolist()), float(row[4])) for target, row in zip(self._ids, host)}
 
     def track(self, frames: Union[ImageLike, Mapping[Hashable, ImageLike]]) -> dict[Hashable, TrackResult]:

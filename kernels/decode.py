@@ -306,6 +306,16 @@ def _grid_barrier(sync_ptr, target):
     tl.debug_barrier()
 
 
+@triton.jit
+def _mark_invalid(tokens_ptr, probs_ptr, B):
+    """Token -1 and probability NaN for every sample and step."""
+    BLOCK: tl.constexpr = 256
+    for start in range(0, B * STEPS, BLOCK):
+        i = start + tl.arange(0, BLOCK)
+        tl.store(tokens_ptr + i, tl.full((BLOCK,), -1, tl.int64), mask=i < B * STEPS)
+        tl.store(probs_ptr + i, tl.full((BLOCK,), float("nan"), tl.float32), mask=i < B * STEPS)
+
+
 # ------------------------------------------------------------------------------------------------------
 # Phases
 # ------------------------------------------------------------------------------------------------------
@@ -802,6 +812,9 @@ def _decode_kernel(
         tl.debug_barrier()
         done = tl.atomic_add(sync_ptr + 1, 1, sem="acq_rel", scope="gpu")
         if done == nprog - 1:
+            if tl.atomic_xchg(sync_ptr + 2, 0, sem="acq_rel", scope="gpu") != 0:
+                # A barrier gave up waiting, so later phases read unfinished inputs: no result may stand.
+                _mark_invalid(tokens_ptr, probs_ptr, B)
             tl.atomic_xchg(sync_ptr, 0, sem="acq_rel", scope="gpu")
             tl.atomic_xchg(sync_ptr + 1, 0, sem="acq_rel", scope="gpu")
 
@@ -1023,6 +1036,7 @@ class DecodeWorkspace:
         self.scratch = empty(config.programs, max(config.tiles), D)  # tl.dot operands (>= 16 rows) pass through it
         # Barrier counter, exit counter, error flag (a barrier gave up waiting), spare.
         self.sync = torch.zeros(4, device=device, dtype=torch.int32)
+        self.resident_checked: set[bool] = set()  # persistent kernels (by timeline flag) found to fit the device
 
 
 def phase_count(shape: DecoderShape, cross: str) -> int:
@@ -1121,6 +1135,34 @@ def project_memory(weights: torch.Tensor, shape: DecoderShape, memory: torch.Ten
         num_warps=tile["num_warps"], num_stages=tile["num_stages"])
 
 
+def resident_programs_per_sm(registers_per_thread: int, warps: int, shared_bytes: int, *, registers_per_sm: int,
+                             threads_per_sm: int, shared_per_sm: int, max_programs: int = 32) -> int:
+    """How many programs of a kernel one SM holds at once, as the CUDA occupancy rules count them: registers
+    are allocated per warp in units of 256, and the driver reserves 1 KB of shared memory per block."""
+    per_warp = -(-registers_per_thread * 32 // 256) * 256
+    return min(registers_per_sm // max(per_warp, 1) // warps, threads_per_sm // (32 * warps),
+               shared_per_sm // (shared_bytes + 1024), max_programs)
+
+
+def check_resident(kernel, programs: int, device: torch.device) -> None:
+    """Raise ValueError unless ``programs`` programs of the compiled persistent ``kernel`` fit on ``device`` at
+    once. Its phases wait for each other at grid barriers, so a program left waiting for an SM would hold the
+    others at a barrier until the barrier gives up (and the decode returns invalid results)."""
+    kernel.run  # loading the binary sets n_regs
+    props = torch.cuda.get_device_properties(device)
+    per_sm = resident_programs_per_sm(kernel.n_regs, kernel.metadata.num_warps, kernel.metadata.shared,
+                                      registers_per_sm=props.regs_per_multiprocessor,
+                                      threads_per_sm=props.max_threads_per_multi_processor,
+                                      shared_per_sm=props.shared_memory_per_multiprocessor)
+    capacity = per_sm * props.multi_processor_count
+    if programs > capacity:
+        raise ValueError(
+            f"a persistent decode needs all of its {programs} programs resident at once, but {props.name} holds "
+            f"{capacity} of this kernel ({per_sm} per SM at {kernel.n_regs} registers x {kernel.metadata.num_warps} "
+            f"warps, {kernel.metadata.shared} bytes of shared memory): use at most {capacity} programs, or "
+            f"persistent=False")
+
+
 def kernel_constants(shape: DecoderShape, memory_tokens: int, config: LaunchConfig,
                      workspace: DecodeWorkspace) -> dict:
     """The constexpr arguments of ``_decode_kernel`` for one decode shape (also used by offline code-size
@@ -1159,6 +1201,9 @@ def decode(weights: torch.Tensor, shape: DecoderShape, word_embeddings: torch.Te
     Returns tokens (B, 4) int64, probs (B, 4) float32 and, with ``return_logits``, logits (B, 4, vocab).
     Launches only: no host synchronisation, so it can be captured in a CUDA graph once warm.
     ``persistent``: one launch for the whole decode (True) or one per phase (default: :func:`default_persistent`).
+    A persistent launch must fit on the device at once (:func:`check_resident`, first call per workspace); should
+    one of its grid barriers still give up waiting (~1 s, e.g. another workload holding SMs), every token comes
+    back as -1 and every probability as NaN.
     ``before_phase(phase)`` (one launch per phase only) runs before each launch, e.g. to record an event, and
     with cached cross-attention ``before_phase(-1)`` before the memory projection's GEMMs.
     ``timeline`` (persistent only; profiling): an int64 (phases, programs, 2) tensor that receives each
@@ -1203,6 +1248,11 @@ def decode(weights: torch.Tensor, shape: DecoderShape, word_embeddings: torch.Te
             before_phase(-1)
         project_memory(weights, shape, memory, memory_pos, workspace.kv_cross)
     if persistent:
+        variant = timeline is not None
+        if device.type == "cuda" and variant not in workspace.resident_checked:
+            check_resident(_decode_kernel.warmup(*args, 0, phases, grid=grid, num_warps=config.num_warps, **constants),
+                           config.programs, device)
+            workspace.resident_checked.add(variant)
         _decode_kernel[grid](*args, 0, phases, num_warps=config.num_warps, **constants)
     else:
         names = phase_names(shape, config.cross)

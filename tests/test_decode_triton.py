@@ -375,6 +375,41 @@ def test_interpreter_refuses_a_persistent_grid_it_would_spin_on():
                        config=kernels.LaunchConfig(rows=1, programs=2))
 
 
+@pytest.mark.interpreter
+@torch.no_grad()
+def test_interpreter_flags_every_result_when_a_barrier_gave_up():
+    """A barrier that gave up (error flag set, as _grid_barrier sets it) invalidates the whole decode, and the
+    flag is cleared so that the next decode stands."""
+    parts = make_parts("tiny", 0)
+    memory = torch.randn(2, parts.memory_tokens, parts.memory_pos.shape[-1]) * 2
+    prefix = parts.prefix(2, "cpu")
+    config = kernels.LaunchConfig(rows=1, programs=1, **INTERPRETER_TILING)
+    shape, weights = parts.packed()
+    workspace = kernels.DecodeWorkspace(shape, 2, parts.memory_tokens, prefix.shape[1], config, memory.device)
+    args = (weights, shape, parts.decoder.embedding.word_embeddings.weight.detach(), parts.query_pos, memory,
+            parts.memory_pos, prefix, parts.window)
+    workspace.sync[2] = 1
+    tokens, probs = kernels.decode(*args, persistent=True, workspace=workspace, config=config)
+    assert (tokens == -1).all() and probs.isnan().all()
+    assert workspace.sync.tolist() == [0, 0, 0, 0]
+    tokens, probs = kernels.decode(*args, persistent=True, workspace=workspace, config=config)
+    expected = parts.reference(memory, prefix, True)
+    assert torch.equal(tokens, expected.tokens)
+    torch.testing.assert_close(probs, expected.probs, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("registers,warps,shared,expected", [
+    (255, 8, 0, 1),  # the persistent decode: the register file holds one program
+    (128, 4, 0, 4),
+    (64, 4, 100 * 1024, 2),  # shared memory (plus the 1 KB the driver reserves per block) limits
+    (40, 1, 0, 32),  # the per-SM block limit
+    (16, 32, 0, 2),  # the thread limit (2048 per SM)
+])
+def test_resident_programs_per_sm_follows_the_occupancy_rules(registers, warps, shared, expected):
+    h100 = dict(registers_per_sm=65536, threads_per_sm=2048, shared_per_sm=233472)
+    assert kernels.resident_programs_per_sm(registers, warps, shared, **h100) == expected
+
+
 def test_timeline_needs_one_launch_and_its_shape():
     parts = make_parts("tiny", 0)
     memory, prefix = torch.randn(1, parts.memory_tokens, parts.memory_pos.shape[-1]), parts.prefix(1, "cpu")
@@ -397,6 +432,26 @@ def exact_fp32():
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     yield
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@pytest.mark.cuda
+@torch.no_grad()
+def test_gpu_persistent_grid_must_fit_and_a_failed_barrier_invalidates_the_results(exact_fp32):
+    parts = make_parts("B256", 0, "cuda")
+    memory, prefix = torch.randn(2, parts.memory_tokens, 256, device="cuda"), parts.prefix(2, "cuda")
+    shape, weights = parts.packed()
+    args = (weights, shape, parts.decoder.embedding.word_embeddings.weight.detach(), parts.query_pos, memory,
+            parts.memory_pos, prefix, parts.window)
+    config = kernels.default_launch_config(2, prefix.shape[1], memory.device, True)
+    # At the default 8 warps the register file holds one program per SM: four per SM cannot all be resident.
+    with pytest.raises(ValueError, match="needs all of its .* programs resident at once"):
+        kernels.decode(*args, persistent=True, config=replace(config, programs=4 * config.programs))
+    workspace = kernels.DecodeWorkspace(shape, 2, parts.memory_tokens, prefix.shape[1], config, memory.device)
+    workspace.sync[2] = 1
+    tokens, probs = kernels.decode(*args, persistent=True, config=config, workspace=workspace)
+    assert (tokens == -1).all() and probs.isnan().all() and workspace.sync.tolist() == [0, 0, 0, 0]
+    tokens, probs = kernels.decode(*args, persistent=True, config=config, workspace=workspace)
+    assert torch.equal(tokens, parts.reference(memory, prefix, True).tokens)
 
 
 @pytest.mark.cuda

@@ -1,4 +1,6 @@
 """BatchTracker: N targets per call equal N independent Trackers; one encoder and one decoder call per frame."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -112,6 +114,18 @@ def test_batch_tracker_bad_use_raises_clear_errors(model):
     batch.remove(first)
     assert batch.target_ids == (second,) and len(batch) == 1
     assert batch.add(frame, (5, 5, 8, 8)) not in (first, second)  # ids are not reused
+
+
+def test_non_finite_results_of_a_tracked_frame_raise(model):
+    broken = copy.deepcopy(model)
+    with torch.no_grad():
+        broken.vocab_embed.layers[-1].bias.fill_(float("nan"))
+    frame = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    batch = BatchTracker(broken, cuda_graph=False)
+    target = batch.add(frame, (10, 10, 12, 12))
+    assert np.isnan(batch.results()[target].confidence)  # NaN before the first tracked frame is no error
+    with pytest.raises(RuntimeError, match=r"targets \[0\] got a non-finite confidence"):
+        batch.track(frame)
 
 
 @pytest.mark.cuda
