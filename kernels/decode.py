@@ -1144,7 +1144,7 @@ def resident_programs_per_sm(registers_per_thread: int, warps: int, shared_bytes
                shared_per_sm // (shared_bytes + 1024), max_programs)
 
 
-def check_resident(kernel, programs: int, device: torch.device) -> None:
+def check_resident(kernel: "triton.compiler.CompiledKernel", programs: int, device: torch.device) -> None:
     """Raise ValueError unless ``programs`` programs of the compiled persistent ``kernel`` fit on ``device`` at
     once. Its phases wait for each other at grid barriers, so a program left waiting for an SM would hold the
     others at a barrier until the barrier gives up (and the decode returns invalid results)."""
