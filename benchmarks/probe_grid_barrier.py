@@ -26,9 +26,11 @@ DESIGNS = ("counter", "flag-atomic", "flag-load")
 
 
 @triton.jit
-def _acquire_load(ptr):
-    return tl.inline_asm_elementwise("ld.acquire.gpu.global.u32 $0, [$1];", "=r,l", [ptr], dtype=tl.int32,
-                                     is_pure=False, pack=1)
+def _read_flag(ptr, LOAD_POLLS: tl.constexpr):
+    if LOAD_POLLS:
+        return tl.inline_asm_elementwise("ld.acquire.gpu.global.u32 $0, [$1];", "=r,l", [ptr], dtype=tl.int32,
+                                         is_pure=False, pack=1)
+    return tl.atomic_add(ptr, 0, sem="acquire", scope="gpu")
 
 
 @triton.jit
@@ -37,16 +39,10 @@ def _barrier_flag(sync_ptr, generation, nprog, LOAD_POLLS: tl.constexpr):
     before = tl.atomic_add(sync_ptr, 1, sem="acq_rel", scope="gpu")
     if before == generation * nprog - 1:
         tl.atomic_xchg(sync_ptr + 3, generation, sem="release", scope="gpu")
-    if LOAD_POLLS:
-        seen = _acquire_load(sync_ptr + 3)
-    else:
-        seen = tl.atomic_add(sync_ptr + 3, 0, sem="acquire", scope="gpu")
+    seen = _read_flag(sync_ptr + 3, LOAD_POLLS)
     polls = seen * 0
     while (seen < generation) & (polls < kernels.SPIN_LIMIT):
-        if LOAD_POLLS:
-            seen = _acquire_load(sync_ptr + 3)
-        else:
-            seen = tl.atomic_add(sync_ptr + 3, 0, sem="acquire", scope="gpu")
+        seen = _read_flag(sync_ptr + 3, LOAD_POLLS)
         polls += 1
     if seen < generation:
         tl.atomic_xchg(sync_ptr + 2, 1)
